@@ -1,0 +1,3 @@
+"""pykops: Kubernetes Operations in Python."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from pykops.cli.main import main
+
+sys.exit(main())

@@ -85,6 +85,16 @@ def _check_int_or_percent(value: int | str | None, path: str) -> None:
         )
 
 
+def validate_before_populate(cluster: Cluster) -> None:
+    """The checks defaults depend on (name, cloud, Kubernetes version): run before populate."""
+    validate_cluster_name(cluster.name)
+    provider = cluster.spec.cloud_provider
+    if provider is not None and provider != "aws":
+        raise SpecError(f"spec.cloudProvider: {provider!r} is not supported; pykops supports aws")
+    if cluster.spec.kubernetes_version is not None:
+        channels.check_supported(cluster.spec.kubernetes_version)
+
+
 def validate(
     cluster: Cluster, groups: list[InstanceGroup], *, allow_even_control_plane: bool = False
 ) -> ValidationResult:

@@ -41,8 +41,9 @@ def check_spec(
 ) -> None:
     """Populate and validate (pure); print warnings; raise SpecError before anything is written."""
     from pykops.api.populate import populate
-    from pykops.api.validate import validate
+    from pykops.api.validate import validate, validate_before_populate
 
+    validate_before_populate(cluster)
     completed, completed_groups = populate(cluster, groups, config_base=config_base(state, cluster.name))
     result = validate(completed, completed_groups, allow_even_control_plane=allow_even_control_plane)
     for message in result.warnings:

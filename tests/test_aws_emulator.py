@@ -173,7 +173,8 @@ def test_delete_with_stale_if_match_gets_412(aws_env: AwsEmulator) -> None:
 
 def test_bucket_location(aws_env: AwsEmulator) -> None:
     s3 = _client()
-    assert s3.get_bucket_location(Bucket=_bucket(s3, "us-east-1"))["LocationConstraint"] is None
+    us_east_1 = _bucket(_client(region="us-east-1"), "us-east-1")
+    assert s3.get_bucket_location(Bucket=us_east_1)["LocationConstraint"] is None  # not "us-east-1"
     assert s3.get_bucket_location(Bucket=_bucket(s3))["LocationConstraint"] == REGION
     with pytest.raises(ClientError) as err:
         s3.get_bucket_location(Bucket="pykops-no-such-bucket-4711")

@@ -268,8 +268,10 @@ def _exit_on_stdin_eof() -> None:
     """Stop the server when our parent goes away (it holds the write end of our stdin)."""
 
     def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
+        # os.read, not sys.stdin: a daemon thread blocked inside a buffered reader would make interpreter
+        # shutdown abort ("could not acquire lock for <stdin>") when we are stopped by a signal instead.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
                 pass
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -428,13 +430,15 @@ class AwsEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop the child (SIGTERM, then SIGKILL after a grace period) and remove its work directory."""
+        """Stop the child (close its stdin; SIGTERM, SIGKILL if it lingers) and remove its work directory."""
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            if proc.poll() is None:
+                    proc.stdin.close()  # the child's stdin watcher stops the server cleanly
+            try:
+                proc.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
                 proc.terminate()
                 try:
                     proc.wait(timeout=_STOP_TIMEOUT)

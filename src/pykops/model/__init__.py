@@ -1,0 +1,1 @@
+"""Model builders (pure): completed spec → desired cloud resources."""

@@ -158,7 +158,7 @@ def assign_subnet_cidrs(
     :class:`SpecError` for a bad network or subnet CIDR, an unknown type, a duplicate name, or a network too
     small to hold the subnets.
     """
-    network = parse_cidr(network_cidr, "spec.networking.networkCIDR")
+    network = parse_cidr(network_cidr, "spec.networkCIDR")
     requests = [_to_request(item) for item in subnets]
 
     seen: set[str] = set()

@@ -76,6 +76,12 @@ def _candidates(raw: str) -> list[Any]:
     return out
 
 
+def _strip_location(message: str, path: str) -> str:
+    """Drop the "<source>: <Kind> "name": <path>: " prefix of a loader message about ``path``."""
+    _, sep, rest = message.partition(f": {path}: ")
+    return rest if sep else message.split(": ", 2)[-1]
+
+
 def apply_changes(
     obj: Cluster | InstanceGroup, sets: list[str], unsets: list[str]
 ) -> Cluster | InstanceGroup:
@@ -87,7 +93,7 @@ def apply_changes(
         if not sep:
             raise UsageError(f"--set {expr!r}: expected path=value, e.g. --set spec.minSize=3")
         tokens = parse_path(path)
-        last_error: SpecError | None = None
+        errors: list[SpecError] = []
         for value in _candidates(raw):
             trial = copy.deepcopy(doc)
             parent, key = _walk(trial, tokens, True, path)
@@ -103,15 +109,15 @@ def apply_changes(
             try:
                 parse_object(trial, f"--set {path}")
             except SpecError as exc:
-                last_error = last_error or exc
+                errors.append(exc)
                 continue
             doc = trial
             break
         else:
-            assert last_error is not None
-            raise SpecError(
-                str(last_error).replace(f'--set {path}: {kind} "{obj.name}": ', f"--set {path}: ")
-            )
+            # The typed reading (YAML) says more than the plain-string one ("one plugin only" rather
+            # than "not a dictionary"), unless the value was just a string.
+            chosen = errors[1] if len(errors) > 2 else errors[0]
+            raise SpecError(f"--set {expr}: {_strip_location(str(chosen), path)}")
     for path in unsets:
         tokens = parse_path(path)
         parent, key = _walk(doc, tokens, False, path)

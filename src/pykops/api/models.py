@@ -11,6 +11,7 @@ Only pure data lives here: defaults are applied by :mod:`pykops.api.populate` an
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -53,6 +54,16 @@ class ObjectMeta(KopsModel):
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     generation: int | None = None
+
+    @field_validator("creation_timestamp", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value: Any) -> Any:
+        # An unquoted RFC 3339 time is a YAML timestamp; keep it as the text kops writes ("...T...Z").
+        if isinstance(value, datetime):
+            if value.tzinfo is not None and value.utcoffset() == timedelta(0):
+                return value.replace(tzinfo=None).isoformat() + "Z"
+            return value.isoformat()
+        return value
 
 
 # ---------------------------------------------------------------------------------------------------------

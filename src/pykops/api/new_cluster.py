@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pykops.api import channel as channels
-from pykops.api.cidr import assign_subnet_cidrs
+from pykops.api.cidr import assign_subnet_cidrs, parse_cidr
 from pykops.api.models import (
     NETWORKING_ALTERNATIVES,
     NETWORKING_FLAGS,
@@ -39,7 +39,7 @@ from pykops.api.models import (
     TopologySpec,
 )
 from pykops.api.regions import region_of_zone
-from pykops.errors import UsageError
+from pykops.errors import SpecError, UsageError
 
 DEFAULT_NETWORK_CIDR = "172.20.0.0/16"
 DEFAULT_NON_MASQUERADE_CIDR = "100.64.0.0/10"
@@ -89,7 +89,7 @@ def parse_networking(value: str) -> str:
         why = REMOVED_NETWORKING[REMOVED_NETWORKING_FLAGS[key]]
         raise UsageError(f"--networking {value}: {why}; {NETWORKING_ALTERNATIVES}")
     if key not in NETWORKING_FLAGS:
-        supported = ", ".join(sorted({k for k in NETWORKING_FLAGS if "-" not in k or k == "kube-router"}))
+        supported = "kubenet, cilium, calico, flannel, canal, amazonvpc, kube-router, kindnet, cni"
         raise UsageError(f"--networking {value}: unknown network plugin; supported: {supported}")
     return NETWORKING_FLAGS[key]
 
@@ -240,6 +240,11 @@ def new_cluster(opts: CreateClusterOptions) -> tuple[Cluster, list[InstanceGroup
         for subnet, subnet_id in zip(utility, opts.utility_subnets, strict=False):
             subnet.id = subnet_id
         subnets.extend(utility)
+    if opts.network_cidr is not None:
+        try:
+            parse_cidr(opts.network_cidr, "--network-cidr")
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
     network_cidr = opts.network_cidr or (None if opts.vpc else DEFAULT_NETWORK_CIDR)
     if network_cidr is not None:
         to_assign = [(s.name, s.type or "Public") for s in subnets if s.id is None]

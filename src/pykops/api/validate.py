@@ -54,12 +54,17 @@ def validate_cluster_name(name: str) -> None:
         )
 
 
+# Set by `create cluster --allow-even-control-plane` so later edits of that cluster keep accepting it.
+ALLOW_EVEN_ANNOTATION = "pykops.io/allow-even-control-plane"
+
+
 def _quorum_message(what: str, count: int) -> str:
     return (
         f"{what} is {count}, an even number: etcd commits a write only when a majority ({count // 2 + 1} of "
         f"{count}) agrees, so {count} members tolerate no more failures than {count - 1} "
-        f"(with 2, losing one leaves no majority and the cluster stops). Use {count + 1} (or {count - 1}), "
-        "or pass --allow-even-control-plane to accept it"
+        f"(with 2, losing one leaves no majority and the cluster stops). Use {count + 1} (or {count - 1}); "
+        f"to accept it anyway, create the cluster with --allow-even-control-plane or set the annotation "
+        f'{ALLOW_EVEN_ANNOTATION}: "true" on the Cluster'
     )
 
 
@@ -69,7 +74,8 @@ def _check_access(values: list[str] | None, path: str) -> None:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise SpecError(
-                f"{path}[{i}]: invalid CIDR {value!r}; give an address range such as 203.0.113.0/24 or 0.0.0.0/0"
+                f"{path}[{i}]: invalid CIDR {value!r}; "
+                "give an address range such as 203.0.113.0/24 or 0.0.0.0/0"
             ) from None
 
 
@@ -85,9 +91,14 @@ def _check_int_or_percent(value: int | str | None, path: str) -> None:
         )
 
 
-def validate_before_populate(cluster: Cluster) -> None:
-    """The checks defaults depend on (name, cloud, Kubernetes version): run before populate."""
+def validate_before_populate(cluster: Cluster, groups: list[InstanceGroup] | None = None) -> None:
+    """The checks defaults depend on (name, cloud, Kubernetes version, roles): run before populate."""
     validate_cluster_name(cluster.name)
+    for group in groups or []:
+        if group.spec.role is None:
+            raise SpecError(
+                f'InstanceGroup "{group.name}": spec.role is required (Master, Node, Bastion or APIServer)'
+            )
     provider = cluster.spec.cloud_provider
     if provider is not None and provider != "aws":
         raise SpecError(f"spec.cloudProvider: {provider!r} is not supported; pykops supports aws")
@@ -101,6 +112,8 @@ def validate(
     """Check a completed spec; raise SpecError on the first error, return warnings."""
     result = ValidationResult()
     s = cluster.spec
+    annotations = cluster.metadata.annotations or {}
+    allow_even_control_plane = allow_even_control_plane or annotations.get(ALLOW_EVEN_ANNOTATION) == "true"
     validate_cluster_name(cluster.name)
     gossip = cluster.name.endswith(GOSSIP_SUFFIX)
 
@@ -251,6 +264,8 @@ def validate(
                 raise SpecError(
                     f"{where}: spec.mixedInstancesPolicy.instances[{i}]: unknown instance type {mixed_type!r}"
                 )
+        if gs.role == "Bastion" and not private_topology:
+            raise SpecError(f"{where}: a bastion needs private topology (--topology private)")
         if not gs.subnets:
             raise SpecError(f"{where}: spec.subnets is empty; name at least one of the cluster's subnets")
         for i, name in enumerate(gs.subnets):
@@ -269,8 +284,6 @@ def validate(
                 f"{where}: a control-plane group must stay in one zone (its etcd volumes live there); "
                 f"it lists subnets in several zones"
             )
-        if gs.role == "Bastion" and not private_topology:
-            raise SpecError(f"{where}: a bastion needs private topology (--topology private)")
         if gs.root_volume_type is not None and gs.root_volume_type not in ROOT_VOLUME_TYPES:
             raise SpecError(
                 f"{where}: spec.rootVolumeType: unknown volume type {gs.root_volume_type!r}; "
@@ -279,7 +292,8 @@ def validate(
         for i, taint in enumerate(gs.taints or []):
             if not _TAINT_RE.match(taint):
                 raise SpecError(
-                    f"{where}: spec.taints[{i}]: invalid taint {taint!r}; expected key=value:Effect with Effect "
+                    f"{where}: spec.taints[{i}]: invalid taint {taint!r}; "
+                    "expected key=value:Effect with Effect "
                     "NoSchedule, PreferNoSchedule or NoExecute"
                 )
         for key in gs.node_labels or {}:
@@ -310,14 +324,6 @@ def validate(
         raise SpecError(f"cluster {cluster.name} has no control-plane instance group (role Master)")
     if not any(g.spec.role == "Node" for g in groups):
         result.warnings.append("the cluster has no node instance group: workloads will have nowhere to run")
-    cp_nodes = sum(g.spec.max_size or 0 for g in control_plane)
-    if cp_nodes % 2 == 0 and not allow_even_control_plane:
-        raise SpecError(_quorum_message("the number of control-plane nodes", cp_nodes))
-    if cp_nodes == 1:
-        result.warnings.append(
-            "a single control-plane node is not highly available: if it fails the cluster cannot be managed "
-            "until it is replaced; use 3 control-plane nodes in 3 zones for production"
-        )
     cp_zones = Counter(subnet_by_name[g.spec.subnets[0]].zone for g in control_plane if g.spec.subnets)
     node_zones = {sub.zone for sub in subnets if sub.type in ("Public", "Private")}
     crowded = [zone for zone, n in cp_zones.items() if n > 1]
@@ -364,8 +370,20 @@ def validate(
                 result.warnings.append(
                     f"{mpath}: the etcd volume is not encrypted; etcd holds the cluster's secrets"
                 )
-        if len(members) % 2 == 0 and not allow_even_control_plane:
-            raise SpecError(_quorum_message(f"{path}: etcd cluster {etcd.name!r} member count", len(members)))
+
+    cp_nodes = sum(g.spec.max_size or 0 for g in control_plane)
+    if cp_nodes % 2 == 0 and not allow_even_control_plane:
+        raise SpecError(_quorum_message("the number of control-plane nodes", cp_nodes))
+    for i, etcd in enumerate(s.etcd_clusters or []):
+        count = len(etcd.etcd_members or [])
+        if count % 2 == 0 and not allow_even_control_plane:
+            what = f"spec.etcdClusters[{i}]: etcd cluster {etcd.name!r} member count"
+            raise SpecError(_quorum_message(what, count))
+    if cp_nodes == 1:
+        result.warnings.append(
+            "a single control-plane node is not highly available: if it fails the cluster cannot be managed "
+            "until it is replaced; use 3 control-plane nodes in 3 zones for production"
+        )
 
     # --- plugin-specific rules ------------------------------------------------------------------------
     if plugin == "kubenet":

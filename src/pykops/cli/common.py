@@ -43,7 +43,7 @@ def check_spec(
     from pykops.api.populate import populate
     from pykops.api.validate import validate, validate_before_populate
 
-    validate_before_populate(cluster)
+    validate_before_populate(cluster, groups)
     completed, completed_groups = populate(cluster, groups, config_base=config_base(state, cluster.name))
     result = validate(completed, completed_groups, allow_even_control_plane=allow_even_control_plane)
     for message in result.warnings:

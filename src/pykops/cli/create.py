@@ -250,6 +250,10 @@ def create_cluster(ctx: click.Context, /, positional_name: str | None, **flags: 
         config_base=config_base(g.state, name),
     )
     cluster, groups = new_cluster(opts)
+    if flags["allow_even_control_plane"]:
+        from pykops.api.validate import ALLOW_EVEN_ANNOTATION
+
+        cluster.metadata.annotations = {ALLOW_EVEN_ANNOTATION: "true"}
     public_key = None
     if key_text is not None:
         from pykops.state.sshkeys import parse_public_key

@@ -7,6 +7,7 @@ import click
 from pykops.cli.common import check_spec, globals_of, open_registry
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
 from pykops.cli.output import render_table
+from pykops.errors import SpecError
 
 
 @click.group(cls=AliasGroup, context_settings=CONTEXT_SETTINGS)
@@ -61,6 +62,17 @@ def delete_instancegroup(ctx: click.Context, group_name: str, yes: bool) -> None
     cluster = registry.get_cluster(name).obj
     stored = registry.get_group(name, group_name)
     remaining = [s.obj for s in registry.get_groups(name) if s.obj.name != group_name]
+    members = [
+        f"{m.name} ({etcd.name})"
+        for etcd in cluster.spec.etcd_clusters or []
+        for m in etcd.etcd_members or []
+        if m.instance_group == group_name
+    ]
+    if members:
+        raise SpecError(
+            f"cannot delete instance group {group_name}: etcd members {', '.join(members)} run on it; "
+            "remove them from spec.etcdClusters first (keeping an odd member count), or replace the group"
+        )
     check_spec(cluster, remaining, state=g.state)
     if not yes:
         click.echo(

@@ -1,4 +1,4 @@
-"""``edit cluster`` and ``edit instancegroup``: $EDITOR (re-opened on error, like kubectl) or --set/--unset."""
+"""``edit cluster`` and ``edit instancegroup``: $EDITOR (re-opened on error, like kubectl) or --set."""
 
 from __future__ import annotations
 
@@ -213,6 +213,7 @@ def _refuse_network_change(old: Cluster, new: Cluster) -> None:
     after = new.spec.networking.plugin() if new.spec.networking else None
     if before is not None and after is not None and before != after:
         raise SpecError(
-            f"spec.networking: changing the network plugin of an existing cluster ({before} → {after}) is not "
+            f"spec.networking: changing the network plugin of an existing cluster ({before} → {after}) "
+            "is not "
             "supported: running pods would lose their network; create a new cluster and move workloads"
         )

@@ -39,7 +39,8 @@ class Globals:
         name = positional or self.name
         if not name:
             raise UsageError(
-                "no cluster name: pass --name or set KOPS_CLUSTER_NAME, e.g. export KOPS_CLUSTER_NAME=proyecto.k8s.local"
+                "no cluster name: pass --name or set KOPS_CLUSTER_NAME, "
+                "e.g. export KOPS_CLUSTER_NAME=proyecto.k8s.local"
             )
         return name
 
@@ -149,8 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 1
+    except click.UsageError as exc:
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"Error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"Error: {exc.format_message()}", err=True)
         return exc.exit_code
     except PykopsError as exc:
         if debug:

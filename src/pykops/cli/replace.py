@@ -64,7 +64,8 @@ def command(ctx: click.Context, filenames: tuple[str, ...], force: bool) -> None
     for group in groups:
         if group.name not in stored_groups and not force:
             raise NotFoundError(
-                f"instance group {group.name} does not exist in cluster {cluster_name}; use --force to create it"
+                f"instance group {group.name} does not exist in cluster {cluster_name}; "
+                "use --force to create it"
             )
     final_cluster = new_cluster or (stored_cluster.obj if stored_cluster else None)
     if final_cluster is None:

@@ -1,1 +1,1 @@
-"""Plan/apply engine: desired resources, dependency graph, diff, plan rendering and execution (no AWS here)."""
+"""Plan/apply engine: desired resources, dependency graph, diff, plan rendering and execution (no AWS)."""

@@ -90,6 +90,8 @@ class Actual:
     name: str
     attrs: dict[str, Any]
     props: dict[str, Any] = field(default_factory=dict)
+    # Tagged ``kubernetes.io/cluster/<name>=shared``: used by the cluster but not its own, never deleted.
+    shared: bool = False
 
     @property
     def id(self) -> str:
@@ -149,7 +151,9 @@ class Kind(Protocol):
         """Create it from ``props`` (Refs resolved); return its attrs (at least ``id``)."""
         ...
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         """Change the mutable ``changes`` in place; return its (possibly new) attrs."""
         ...
 
@@ -169,7 +173,9 @@ class RetryableError(Exception):
 class ApplyError(Exception):
     """Apply stopped; ``done`` were completed, ``failed`` holds the change and error of each failure."""
 
-    def __init__(self, message: str, *, done: list[Change], failed: list[tuple[Change, BaseException]]) -> None:
+    def __init__(
+        self, message: str, *, done: list[Change], failed: list[tuple[Change, BaseException]]
+    ) -> None:
         super().__init__(message)
         self.done = done
         self.failed = failed

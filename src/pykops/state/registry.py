@@ -54,7 +54,8 @@ class ClusterRegistry:
         if found is None:
             raise NotFoundError(
                 f"cluster {name!r} not found in state store {self.store.url}; "
-                "check --name/KOPS_CLUSTER_NAME and --state/KOPS_STATE_STORE, or list clusters with: pykops get clusters"
+                "check --name/KOPS_CLUSTER_NAME and --state/KOPS_STATE_STORE, "
+                "or list clusters with: pykops get clusters"
             )
         cluster = load_one(found.data.decode(), Cluster, f"{self.store.url}/{config_key(name)}")
         return Stored(cluster, found.version)

@@ -1,4 +1,4 @@
-"""SSH public keys of a cluster, stored as kops does under ``<cluster>/pki/ssh/public/admin/<fingerprint>``."""
+"""SSH public keys of a cluster, stored as kops does: ``<cluster>/pki/ssh/public/admin/<fingerprint>``."""
 
 from __future__ import annotations
 

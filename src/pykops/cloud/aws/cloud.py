@@ -88,9 +88,7 @@ class CallLog:
         return sum(self.counts.values())
 
     def mutating(self) -> dict[str, int]:
-        return {
-            op: n for op, n in self.counts.items() if not op.split(":", 1)[1].startswith(READ_PREFIXES)
-        }
+        return {op: n for op, n in self.counts.items() if not op.split(":", 1)[1].startswith(READ_PREFIXES)}
 
     def reset(self) -> None:
         with self.lock:
@@ -102,7 +100,9 @@ class AwsCloud:
 
     SERVICES = ("ec2", "iam", "autoscaling", "elbv2", "route53", "sts", "s3")
 
-    def __init__(self, cluster_name: str, region: str, *, session: boto3.session.Session | None = None) -> None:
+    def __init__(
+        self, cluster_name: str, region: str, *, session: boto3.session.Session | None = None
+    ) -> None:
         self.cluster_name = cluster_name
         self.region = region
         self.calls = CallLog()
@@ -139,7 +139,9 @@ class AwsCloud:
         return self.client("elbv2")
 
     # --- tags ---------------------------------------------------------------------------------------
-    def cluster_tags(self, name: str, extra: dict[str, str] | None = None, *, shared: bool = False) -> dict[str, str]:
+    def cluster_tags(
+        self, name: str, extra: dict[str, str] | None = None, *, shared: bool = False
+    ) -> dict[str, str]:
         tags = {
             TAG_CLUSTER: self.cluster_name,
             cluster_owned_tag(self.cluster_name): "shared" if shared else "owned",

@@ -1,0 +1,1 @@
+"""Operations on clusters: update (plan/apply), delete; later validate, rolling update, upgrade."""

@@ -1,0 +1,145 @@
+"""``update cluster`` and ``delete cluster``: look up facts, build, find, diff, show, apply.
+
+This is the I/O edge around the pure core: it reads the spec and facts (images, SSH key) once, lets the
+builders decide the desired resources, lets the kinds find what exists, lets the engine diff and apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pykops.api.models import Cluster, InstanceGroup
+from pykops.api.populate import populate
+from pykops.api.regions import region_of_zone
+from pykops.api.serialize import dump_yaml
+from pykops.api.validate import validate, validate_before_populate
+from pykops.cloud.aws.cloud import AwsCloud
+from pykops.cloud.aws.images import resolve_images
+from pykops.cloud.aws.kinds import all_kinds
+from pykops.engine.diff import plan_changes
+from pykops.engine.executor import apply
+from pykops.engine.types import Actual, Change, Kind, Resource
+from pykops.errors import SpecError
+from pykops.model.bootstrap import igconfig_key, user_data
+from pykops.model.build import build
+from pykops.model.context import ImageInfo, ModelContext
+from pykops.state.registry import COMPLETED_SPEC, ClusterRegistry
+from pykops.state.sshkeys import parse_public_key
+
+
+@dataclass
+class ClusterPlan:
+    cluster: Cluster
+    groups: list[InstanceGroup]
+    desired: list[Resource]
+    actual: list[Actual]
+    changes: list[Change]
+    kinds: dict[str, Kind]
+    cloud: AwsCloud
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def needs_rolling_update(self) -> list[str]:
+        """Instance groups whose launch template changes (their instances need replacing)."""
+        return sorted(
+            c.name for c in self.changes if c.kind == "LaunchTemplate" and c.action in ("update", "replace")
+        )
+
+
+def region_of(cluster: Cluster) -> str:
+    zones = [s.zone for s in cluster.spec.subnets or [] if s.zone]
+    if not zones:
+        raise SpecError(f"cluster {cluster.name} has no subnets with zones; cannot tell its region")
+    return region_of_zone(zones[0])
+
+
+def load_completed(registry: ClusterRegistry, name: str) -> tuple[Cluster, list[InstanceGroup], list[str]]:
+    stored = registry.get_cluster(name).obj
+    groups = [s.obj for s in registry.get_groups(name)]
+    validate_before_populate(stored, groups)
+    config_base = f"{registry.store.url.rstrip('/')}/{name}"
+    cluster, completed_groups = populate(stored, groups, config_base=config_base)
+    result = validate(cluster, completed_groups)
+    return cluster, completed_groups, result.warnings
+
+
+def _ssh_key(registry: ClusterRegistry, name: str) -> tuple[str | None, str | None]:
+    keys = registry.store.list(f"{name}/pki/ssh/public/admin/")
+    if not keys:
+        return None, None
+    found = registry.store.read(keys[0])
+    if found is None:
+        return None, None
+    key = parse_public_key(found.data.decode(), keys[0])
+    return key.text, key.fingerprint
+
+
+def find_actual(cloud: AwsCloud, kinds: dict[str, Kind], desired: list[Resource]) -> list[Actual]:
+    """Every kind's find, concurrently: a constant number of AWS calls whatever the cluster's size."""
+    by_kind: dict[str, list[Resource]] = {k: [] for k in kinds}
+    for resource in desired:
+        by_kind.setdefault(resource.kind, []).append(resource)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(kind.find, cloud, by_kind.get(name, [])) for name, kind in kinds.items()]
+        return [actual for future in futures for actual in future.result()]
+
+
+def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None = None) -> ClusterPlan:
+    cluster, groups, warnings = load_completed(registry, name)
+    cloud = cloud or AwsCloud(name, region_of(cluster))
+    images = resolve_images(cloud, sorted({g.spec.image for g in groups if g.spec.image}))
+    public_key, fingerprint = _ssh_key(registry, name)
+    ctx = ModelContext(
+        cluster=cluster,
+        groups=groups,
+        region=cloud.region,
+        images={k: ImageInfo(v.id, v.root_device_name) for k, v in images.items()},
+        ssh_public_key=public_key,
+        ssh_fingerprint=fingerprint,
+        user_data={g.name: user_data(cluster, g) for g in groups},
+    )
+    desired = build(ctx)
+    kinds = all_kinds()
+    actual = find_actual(cloud, kinds, desired)
+    changes = plan_changes(desired, actual, kinds)
+    return ClusterPlan(cluster, groups, desired, actual, changes, kinds, cloud, warnings)
+
+
+def write_derived_state(registry: ClusterRegistry, plan: ClusterPlan) -> None:
+    """cluster-completed.spec and the per-group bootstrap config, as kops writes them on apply."""
+    name = plan.cluster.name
+    registry.store.put(f"{name}/{COMPLETED_SPEC}", dump_yaml([plan.cluster]).encode())
+    for group in plan.groups:
+        registry.store.put(igconfig_key(name, group), nodeup_config(plan.cluster, group).encode())
+
+
+def nodeup_config(cluster: Cluster, group: InstanceGroup) -> str:
+    """What a machine of this group needs to bootstrap: the completed spec of the cluster and its group."""
+    return dump_yaml([cluster, group])
+
+
+def apply_plan(
+    registry: ClusterRegistry, plan: ClusterPlan, *, on_event: Callable[[Any], None] | None = None
+) -> float:
+    start = time.monotonic()
+    if plan.changes:
+        apply(
+            plan.changes, plan.kinds, plan.cloud, desired=plan.desired, actual=plan.actual, on_event=on_event
+        )
+    write_derived_state(registry, plan)
+    return time.monotonic() - start
+
+
+def plan_delete(name: str, region: str, *, cloud: AwsCloud | None = None) -> tuple[list[Change], ClusterPlan]:
+    """Every resource tagged for the cluster, found by tags (not from the spec), as delete changes."""
+    cloud = cloud or AwsCloud(name, region)
+    kinds = all_kinds()
+    actual = find_actual(cloud, kinds, [])
+    changes = plan_changes([], actual, kinds)
+    dummy = Cluster()
+    dummy.metadata.name = name
+    return changes, ClusterPlan(dummy, [], [], actual, changes, kinds, cloud)

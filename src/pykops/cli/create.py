@@ -11,15 +11,10 @@ import click
 
 from pykops.cli.common import check_spec, config_base, emit, globals_of, open_registry, split_list
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
-from pykops.errors import PykopsError, SpecError, UsageError
+from pykops.errors import SpecError, UsageError
 
 if TYPE_CHECKING:
     from pykops.api.models import Cluster, InstanceGroup
-
-APPLY_NOT_AVAILABLE = (
-    "--yes: applying to AWS is not available yet in this pykops version (update cluster comes next); "
-    "nothing was written. Run without --yes to store the spec, or with --dry-run -o yaml to see it"
-)
 
 
 def read_spec_file(path: str) -> tuple[str, str]:
@@ -187,7 +182,7 @@ def _default_ssh_key() -> Path | None:
 @click.option("--channel", default="stable", show_default=True, help="Channel of recommended versions.")
 @click.option("--dry-run", is_flag=True, help="Print the spec instead of storing it (use with -o).")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), help="Output format for --dry-run.")
-@click.option("--yes", "-y", is_flag=True, help="Also apply to the cloud (not available yet).")
+@click.option("--yes", "-y", is_flag=True, help="Also create the cloud resources (update cluster --yes).")
 @click.pass_context
 def create_cluster(ctx: click.Context, /, positional_name: str | None, **flags: Any) -> None:
     """Create a cluster spec in the state store.
@@ -266,15 +261,24 @@ def create_cluster(ctx: click.Context, /, positional_name: str | None, **flags: 
     if flags["dry_run"]:
         emit([cluster, *groups], str(flags["output"]))
         return
-    if flags["yes"]:
-        raise PykopsError(APPLY_NOT_AVAILABLE)
     registry = open_registry(g)
     registry.create_cluster(cluster, groups)
     if public_key is not None:
         from pykops.state.sshkeys import store_public_key
 
         store_public_key(registry.store, cluster.name, public_key)
-    _print_created(cluster, groups)
+    if not flags["yes"]:
+        _print_created(cluster, groups)
+        return
+    from pykops.cli.update import run_update
+
+    code = run_update(registry, cluster.name, yes=True)
+    if code == 0:
+        click.echo(
+            "\nCluster is starting. It should be ready in a few minutes.\n\nSuggestions:\n"
+            f"  * validate cluster: pykops validate cluster {cluster.name} --wait 10m\n"
+            "  * list nodes: kubectl get nodes --show-labels\n"
+        )
 
 
 def _print_created(cluster: Cluster, groups: list[InstanceGroup]) -> None:
@@ -287,7 +291,7 @@ def _print_created(cluster: Cluster, groups: list[InstanceGroup]) -> None:
         f"  * edit this cluster with: pykops edit cluster {cluster.name}\n"
         f"  * edit your node instance group: pykops edit ig --name={cluster.name} {node}\n"
         f"  * edit your control-plane instance group: pykops edit ig --name={cluster.name} {cp}\n\n"
-        "Creating the cloud resources (update cluster --yes) is not available in this pykops version yet.\n"
+        f"Finally configure your cluster with: pykops update cluster --name {cluster.name} --yes\n"
     )
 
 

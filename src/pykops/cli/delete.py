@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pykops.cli.common import check_spec, globals_of, open_registry
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
 from pykops.cli.output import render_table
-from pykops.errors import SpecError
+from pykops.errors import NotFoundError, PykopsError, SpecError
+
+if TYPE_CHECKING:
+    from pykops.engine.types import Change
 
 
 @click.group(cls=AliasGroup, context_settings=CONTEXT_SETTINGS)
@@ -26,27 +31,73 @@ def command() -> None:
 command.name = "delete"
 
 
+def _resource_rows(changes: list[Change]) -> list[list[object]]:
+    return [[c.kind, c.actual.id if c.actual else "", c.name] for c in changes]
+
+
 @command.command("cluster", context_settings=CONTEXT_SETTINGS)
 @click.argument("positional_name", required=False, metavar="[NAME]")
 @cluster_options
 @click.option("--yes", "-y", is_flag=True, help="Really delete.")
+@click.option("--region", help="AWS region, when the cluster's spec is gone from the state store.")
 @click.pass_context
-def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool) -> None:
-    """Delete a cluster's state (this version creates no cloud resources, so there are none to delete)."""
+def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, region: str | None) -> int:
+    """Delete a cluster: every cloud resource tagged for it (found by tags, not the spec), then its state.
+
+    Shared resources (a shared VPC or subnets, tagged ``shared``) and other clusters' resources are never
+    touched. Resources are deleted in dependency order, in parallel where possible, retrying while AWS
+    still reports dependencies; anything left is listed and the state is kept so the command can be re-run.
+    """
+    from pykops.ops.update import plan_delete, region_of
+
     g = globals_of(ctx)
     name = g.require_name(positional_name)
     registry = open_registry(g)
-    registry.get_cluster(name)  # a clear error when it does not exist
-    keys = registry.store.list(f"{name}/")
+    has_state = registry.exists(name)
+    if has_state:
+        region = region or region_of(registry.get_cluster(name).obj)
+    elif region is None:
+        raise NotFoundError(
+            f"cluster {name!r} not found in state store {registry.store.url}; to delete its cloud resources "
+            "anyway, pass --region"
+        )
+    changes, plan = plan_delete(name, region)
+    rows = _resource_rows(changes)
+    keys = registry.store.list(f"{name}/") if has_state else []
+    rows += [
+        ["state", f"{registry.store.url.rstrip('/')}/{key}", key.removeprefix(f"{name}/")] for key in keys
+    ]
     if not yes:
-        rows = [
-            ["state", f"{registry.store.url.rstrip('/')}/{key}", key.removeprefix(f"{name}/")] for key in keys
-        ]
-        click.echo(render_table(["TYPE", "ID", "NAME"], rows), nl=False)
+        if rows:
+            click.echo(render_table(["TYPE", "ID", "NAME"], rows), nl=False)
         click.echo(f"\nMust specify --yes to delete cluster {name}")
-        return
-    removed = registry.delete_cluster(name)
-    click.echo(f"Deleted cluster: {name} ({removed} state objects removed)")
+        return 0
+    if changes:
+        from pykops.cli.update import progress_printer
+        from pykops.engine.executor import apply
+        from pykops.engine.types import ApplyError
+
+        click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
+        try:
+            apply(
+                changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress_printer()
+            )
+        except ApplyError as exc:
+            left, _ = plan_delete(name, region)
+            click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
+            raise PykopsError(
+                f"{len(left)} resources of {name} could not be deleted ({exc}); the state was kept: "
+                f"fix the cause and run pykops delete cluster {name} --yes again"
+            ) from None
+        left, _ = plan_delete(name, region)
+        if left:
+            click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
+            raise PykopsError(
+                f"{len(left)} resources of {name} are still there; the state was kept: run the command again"
+            )
+    removed = registry.delete_cluster(name) if has_state else 0
+    click.echo(f"Deleted cluster: {name} ({len(changes)} cloud resources, {removed} state objects)")
+    return 0
 
 
 @command.command("instancegroup", context_settings=CONTEXT_SETTINGS)

@@ -133,9 +133,9 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from pykops.cli import create, delete, edit, get, replace
+    from pykops.cli import create, delete, edit, get, replace, update
 
-    for module in (create, get, edit, replace, delete):
+    for module in (create, get, edit, replace, delete, update):
         cli.add_command(module.command)
 
 

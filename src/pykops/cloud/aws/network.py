@@ -1,7 +1,7 @@
 """The network kinds of a cluster on AWS: VPC, DHCP options, gateways, subnets, routing, security groups.
 
-Each class implements :class:`pykops.engine.types.Kind` for one kind of ``docs/resources.md``. ``find`` costs a
-constant number of EC2 calls (one tag-filtered, paginated describe per kind, plus one describe by id for the
+Each class implements :class:`pykops.engine.types.Kind` for one kind of ``docs/resources.md``. ``find`` costs
+a constant number of EC2 calls (one tag-filtered, paginated describe per kind, plus one describe by id for the
 shared resources of ``desired``), and returns props with the same keys as the model (references as ids).
 
 Ownership: a resource belongs to the cluster when it carries ``kubernetes.io/cluster/<cluster>``; the value
@@ -11,6 +11,7 @@ the model gives, only ever tagged, and never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import time
@@ -20,7 +21,7 @@ from typing import Any, ClassVar, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pykops.cloud.aws.cloud import classify, cluster_owned_tag, error_code
-from pykops.engine.types import Actual, FieldChange, Kind, Resource
+from pykops.engine.types import Actual, FieldChange, Kind, Ref, Resource
 from pykops.errors import PykopsError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,12 +133,16 @@ def _desired_tags(cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[
     return tags
 
 
-def _tag_spec(cloud: Any, resource_type: str, desired: Resource, props: dict[str, Any]) -> list[dict[str, Any]]:
+def _tag_spec(
+    cloud: Any, resource_type: str, desired: Resource, props: dict[str, Any]
+) -> list[dict[str, Any]]:
     spec: list[dict[str, Any]] = cloud.tag_specifications(resource_type, _desired_tags(cloud, desired, props))
     return spec
 
 
-def _update_tags(cloud: Any, rid: str, actual: Actual, props: dict[str, Any], *, shared: bool = False) -> None:
+def _update_tags(
+    cloud: Any, rid: str, actual: Actual, props: dict[str, Any], *, shared: bool = False
+) -> None:
     """Set the desired tags whose value differs; remove the desired keys set to None (never on shared)."""
     if "tags" not in props:
         return
@@ -163,7 +168,8 @@ def _refuse_shared_change(kind: str, actual: Actual, changes: list[FieldChange])
     other = sorted(_changed(changes) - {"tags"})
     if other:
         raise PykopsError(
-            f"{kind} {actual.name} ({actual.id}) is shared: pykops only tags it, it cannot change {', '.join(other)}"
+            f"{kind} {actual.name} ({actual.id}) is shared: pykops only tags it, "
+            f"it cannot change {', '.join(other)}"
         )
 
 
@@ -191,7 +197,12 @@ def has_ports(protocol: str | int) -> bool:
 
 
 def rule_name(
-    group_name: str, direction: str, protocol: str | int, from_port: int | None, to_port: int | None, source: str
+    group_name: str,
+    direction: str,
+    protocol: str | int,
+    from_port: int | None,
+    to_port: int | None,
+    source: str,
 ) -> str:
     """The logical name of a security group rule: ``<group>/<direction>/<protocol>/<from>-<to>/<source>``.
 
@@ -204,10 +215,8 @@ def rule_name(
         ports = "all"
     else:
         ports = f"{from_port}-{to_port}"
-    try:
+    with contextlib.suppress(ValueError):
         source = str(ipaddress.ip_network(source, strict=False))
-    except ValueError:
-        pass
     return f"{group_name}/{direction}/{proto}/{ports}/{source}"
 
 
@@ -222,7 +231,9 @@ class _NetworkKind:
     replaceable: ClassVar[bool] = True
     unordered: ClassVar[frozenset[str]] = frozenset()
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         shared = _is_shared(cloud, actual)
         if shared:
             _refuse_shared_change(self.kind, actual, changes)
@@ -239,10 +250,14 @@ class VPC(_NetworkKind):
         shared = _shared_ids(desired)
         items = _describe(cloud, "describe_vpcs", "Vpcs", Filters=cloud.cluster_filter())
         if shared:
-            items += _describe(cloud, "describe_vpcs", "Vpcs", Filters=[{"Name": "vpc-id", "Values": sorted(shared)}])
+            items += _describe(
+                cloud, "describe_vpcs", "Vpcs", Filters=[{"Name": "vpc-id", "Values": sorted(shared)}]
+            )
         # DNS attributes are not in DescribeVpcs: read them only for the VPCs the model sets them on
         # (one VPC per cluster, so this stays constant).
-        dns_names = {r.name for r in desired if "enable_dns_support" in r.props or "enable_dns_hostnames" in r.props}
+        dns_names = {
+            r.name for r in desired if "enable_dns_support" in r.props or "enable_dns_hostnames" in r.props
+        }
         found = []
         for name, vpc, is_shared in _select(cloud, items, "VpcId", shared):
             props: dict[str, Any] = {
@@ -274,7 +289,9 @@ class VPC(_NetworkKind):
 
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
         if desired.shared:
-            raise PykopsError(f"shared VPC {props.get('id')} ({desired.name}) was not found: pykops does not create it")
+            raise PykopsError(
+                f"shared VPC {props.get('id')} ({desired.name}) was not found: pykops does not create it"
+            )
         response = _call(
             cloud.ec2.create_vpc,
             CidrBlock=props["cidr_block"],
@@ -284,7 +301,9 @@ class VPC(_NetworkKind):
         self._set_dns(cloud, vpc_id, props, {"enable_dns_support", "enable_dns_hostnames"})
         return {"id": vpc_id}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         attrs = super().update(cloud, actual, props, changes)
         if not _is_shared(cloud, actual):
             self._set_dns(cloud, actual.id, props, _changed(changes))
@@ -322,7 +341,9 @@ class DHCPOptions(_NetworkKind):
         if props.get("domain_name"):
             config.append({"Key": "domain-name", "Values": [str(props["domain_name"])]})
         if props.get("domain_name_servers"):
-            config.append({"Key": "domain-name-servers", "Values": [str(s) for s in props["domain_name_servers"]]})
+            config.append(
+                {"Key": "domain-name-servers", "Values": [str(s) for s in props["domain_name_servers"]]}
+            )
         response = _call(
             cloud.ec2.create_dhcp_options,
             DhcpConfigurations=config,
@@ -355,7 +376,9 @@ class VPCDHCPOptionsAssociation(_NetworkKind):
         _call(cloud.ec2.associate_dhcp_options, DhcpOptionsId=props["dhcp_options"], VpcId=props["vpc"])
         return {"id": str(props["vpc"])}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         if "dhcp_options" in _changed(changes):
             _call(cloud.ec2.associate_dhcp_options, DhcpOptionsId=props["dhcp_options"], VpcId=actual.id)
         return dict(actual.attrs)
@@ -371,10 +394,14 @@ class InternetGateway(_NetworkKind):
     replaceable = True
 
     def find(self, cloud: Any, desired: list[Resource]) -> list[Actual]:
-        items = _describe(cloud, "describe_internet_gateways", "InternetGateways", Filters=cloud.cluster_filter())
+        items = _describe(
+            cloud, "describe_internet_gateways", "InternetGateways", Filters=cloud.cluster_filter()
+        )
         found = []
         for name, igw, is_shared in _select(cloud, items, "InternetGatewayId", {}):
-            vpcs = [a["VpcId"] for a in igw.get("Attachments", []) if a.get("State") in ("available", "attached")]
+            vpcs = [
+                a["VpcId"] for a in igw.get("Attachments", []) if a.get("State") in ("available", "attached")
+            ]
             props = {"vpc": vpcs[0] if vpcs else None, "tags": _tags(cloud, igw)}
             found.append(Actual(self.kind, name, _attrs(igw["InternetGatewayId"], is_shared), props))
         return found
@@ -389,11 +416,15 @@ class InternetGateway(_NetworkKind):
             _call(cloud.ec2.attach_internet_gateway, InternetGatewayId=igw_id, VpcId=props["vpc"])
         return {"id": igw_id}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         attrs = super().update(cloud, actual, props, changes)
         if "vpc" in _changed(changes) and actual.props.get("vpc") != props.get("vpc"):
             if actual.props.get("vpc"):
-                _call_unless_gone(cloud.ec2.detach_internet_gateway, InternetGatewayId=actual.id, VpcId=actual.props["vpc"])
+                _call_unless_gone(
+                    cloud.ec2.detach_internet_gateway, InternetGatewayId=actual.id, VpcId=actual.props["vpc"]
+                )
             if props.get("vpc"):
                 _call(cloud.ec2.attach_internet_gateway, InternetGatewayId=actual.id, VpcId=props["vpc"])
         return attrs
@@ -541,7 +572,9 @@ class Route(_NetworkKind):
         )
         return {"id": f"{props['route_table']}/{destination}"}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         if _changed(changes) & {"internet_gateway", "nat_gateway"}:
             _call(
                 cloud.ec2.replace_route,
@@ -579,22 +612,33 @@ class RouteTableAssociation(_NetworkKind):
         if not associations:
             return []
         subnet_ids = sorted({a["SubnetId"] for _t, a in associations})
-        subnets = _describe(cloud, "describe_subnets", "Subnets", Filters=[{"Name": "subnet-id", "Values": subnet_ids}])
+        subnets = _describe(
+            cloud, "describe_subnets", "Subnets", Filters=[{"Name": "subnet-id", "Values": subnet_ids}]
+        )
         names = {s["SubnetId"]: _tags(cloud, s).get("Name") or s["SubnetId"] for s in subnets}
         found = []
         for table_id, assoc in associations:
             subnet_id = assoc["SubnetId"]
             props = {"route_table": table_id, "subnet": subnet_id}
             found.append(
-                Actual(self.kind, names.get(subnet_id, subnet_id), {"id": assoc["RouteTableAssociationId"]}, props)
+                Actual(
+                    self.kind,
+                    names.get(subnet_id, subnet_id),
+                    {"id": assoc["RouteTableAssociationId"]},
+                    props,
+                )
             )
         return found
 
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        response = _call(cloud.ec2.associate_route_table, RouteTableId=props["route_table"], SubnetId=props["subnet"])
+        response = _call(
+            cloud.ec2.associate_route_table, RouteTableId=props["route_table"], SubnetId=props["subnet"]
+        )
         return {"id": str(response["AssociationId"])}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         if "route_table" in _changed(changes):
             response = _call(
                 cloud.ec2.replace_route_table_association,
@@ -655,7 +699,9 @@ class NatGateway(_NetworkKind):
         items = _describe(cloud, "describe_nat_gateways", "NatGateways", Filter=filters)
         found = []
         for name, nat, is_shared in _select(cloud, items, "NatGatewayId", {}):
-            allocations = [a["AllocationId"] for a in nat.get("NatGatewayAddresses", []) if a.get("AllocationId")]
+            allocations = [
+                a["AllocationId"] for a in nat.get("NatGatewayAddresses", []) if a.get("AllocationId")
+            ]
             props = {
                 "subnet": nat.get("SubnetId"),
                 "allocation": allocations[0] if allocations else None,
@@ -683,7 +729,7 @@ class NatGateway(_NetworkKind):
                 TagSpecifications=_tag_spec(cloud, "natgateway", desired, props),
             )
             nat = response["NatGateway"]
-            if nat.get("State") not in ("deleting", "deleted", "failed") or nat.get("State") == "failed":
+            if nat.get("State") not in ("deleting", "deleted"):
                 break
             # The token was used by a gateway that has since been deleted (the same create done earlier):
             # derive the next token from it, deterministically, so this path is also retry-safe.
@@ -705,7 +751,9 @@ class NatGateway(_NetworkKind):
             if state == "failed" and target == "available":
                 raise PykopsError(f"NAT gateway {nat_id} failed: {self._failure(cloud, nat_id)}")
             if time.monotonic() > deadline:
-                raise PykopsError(f"NAT gateway {nat_id} is still {state} after {self.timeout:.0f}s (waiting for {target})")
+                raise PykopsError(
+                    f"NAT gateway {nat_id} is still {state} after {self.timeout:.0f}s (waiting for {target})"
+                )
             if state is not None:
                 time.sleep(delay)
                 delay = min(delay * 2, self.poll_max)
@@ -742,7 +790,11 @@ class SecurityGroup(_NetworkKind):
         items = _describe(cloud, "describe_security_groups", "SecurityGroups", Filters=cloud.cluster_filter())
         found = []
         for name, group, is_shared in _select(cloud, items, "GroupId", {}):
-            props = {"vpc": group.get("VpcId"), "description": group.get("Description"), "tags": _tags(cloud, group)}
+            props = {
+                "vpc": group.get("VpcId"),
+                "description": group.get("Description"),
+                "tags": _tags(cloud, group),
+            }
             logical = _tags(cloud, group).get("Name") or str(group.get("GroupName") or name)
             found.append(Actual(self.kind, logical, _attrs(group["GroupId"], is_shared), props))
         return found
@@ -758,17 +810,45 @@ class SecurityGroup(_NetworkKind):
         group_id = str(response["GroupId"])
         # The model emits every egress rule itself: remove the allow-all rule(s) AWS adds to a new group.
         rules = _describe(
-            cloud, "describe_security_group_rules", "SecurityGroupRules", Filters=[{"Name": "group-id", "Values": [group_id]}]
+            cloud,
+            "describe_security_group_rules",
+            "SecurityGroupRules",
+            Filters=[{"Name": "group-id", "Values": [group_id]}],
         )
         egress = sorted(r["SecurityGroupRuleId"] for r in rules if r.get("IsEgress"))
         if egress:
-            _call_unless_gone(cloud.ec2.revoke_security_group_egress, GroupId=group_id, SecurityGroupRuleIds=egress)
+            _call_unless_gone(
+                cloud.ec2.revoke_security_group_egress, GroupId=group_id, SecurityGroupRuleIds=egress
+            )
         return {"id": group_id}
 
     def delete(self, cloud: Any, actual: Actual) -> None:
         if _is_shared(cloud, actual):
             _refuse_shared_delete(self.kind, actual)
         _call_unless_gone(cloud.ec2.delete_security_group, GroupId=actual.id)
+
+
+def _ref_name(value: Any) -> str | None:
+    if isinstance(value, Ref):
+        return value.name
+    return None
+
+
+def _desired_rule_key(resource: Resource) -> str | None:
+    """The canonical :func:`rule_name` of a desired rule (its group and source group given as Refs)."""
+    props = resource.props
+    group = _ref_name(props.get("group"))
+    source = props.get("cidr") or _ref_name(props.get("source_group"))
+    if group is None or not source or "direction" not in props or "protocol" not in props:
+        return None
+    return rule_name(
+        group,
+        props["direction"],
+        props["protocol"],
+        props.get("from_port"),
+        props.get("to_port"),
+        str(source),
+    )
 
 
 class SecurityGroupRule(_NetworkKind):
@@ -779,9 +859,11 @@ class SecurityGroupRule(_NetworkKind):
     replaceable = True
 
     def find(self, cloud: Any, desired: list[Resource]) -> list[Actual]:
-        groups = _describe(cloud, "describe_security_groups", "SecurityGroups", Filters=cloud.cluster_filter())
+        groups = _describe(
+            cloud, "describe_security_groups", "SecurityGroups", Filters=cloud.cluster_filter()
+        )
         names = {g["GroupId"]: _tags(cloud, g).get("Name") or str(g.get("GroupName")) for g in groups}
-        owned = {gid: name for name, g, _shared in _select(cloud, groups, "GroupId", {}) for gid in [g["GroupId"]]}
+        owned = {g["GroupId"]: name for name, g, _shared in _select(cloud, groups, "GroupId", {})}
         if not owned:
             return []
         rules = _describe(
@@ -790,29 +872,37 @@ class SecurityGroupRule(_NetworkKind):
             "SecurityGroupRules",
             Filters=[{"Name": "group-id", "Values": sorted(owned)}],
         )
-        wanted = {r.name: r.props for r in desired}
+        wanted = {key: r for r in desired if (key := _desired_rule_key(r)) is not None}
         found = []
         for rule in rules:
             group_id = rule.get("GroupId")
             if group_id not in owned:
                 continue
-            name, props = self._describe_rule(rule, names.get(group_id) or owned[group_id], names)
-            if not has_ports(props["protocol"]) and name in wanted:
-                # Ports mean nothing for this protocol (EC2 reports -1): take the model's spelling.
-                props["from_port"] = wanted[name].get("from_port", props["from_port"])
-                props["to_port"] = wanted[name].get("to_port", props["to_port"])
+            key, props = self._describe_rule(rule, names.get(group_id) or owned[group_id], names)
+            match = wanted.get(key)
+            if match is not None:
+                # Same content (the key is canonical): use the model's name and spelling ("6" = "tcp", ports
+                # of a protocol without ports, CIDR formatting) so that the diff sees no change.
+                for prop in ("protocol", "from_port", "to_port", "cidr"):
+                    if prop in match.props:
+                        props[prop] = match.props[prop]
+            name = match.name if match is not None else key
             found.append(Actual(self.kind, name, {"id": rule["SecurityGroupRuleId"]}, props))
         return found
 
     @staticmethod
-    def _describe_rule(rule: dict[str, Any], group_name: str, names: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    def _describe_rule(
+        rule: dict[str, Any], group_name: str, names: dict[str, str]
+    ) -> tuple[str, dict[str, Any]]:
         direction = "egress" if rule.get("IsEgress") else "ingress"
         protocol = canonical_protocol(rule.get("IpProtocol", "-1"))
         from_port, to_port = rule.get("FromPort", -1), rule.get("ToPort", -1)
         cidr = rule.get("CidrIpv4") or rule.get("CidrIpv6")
         source_group = (rule.get("ReferencedGroupInfo") or {}).get("GroupId")
         prefix_list = rule.get("PrefixListId")
-        source = cidr or (names.get(source_group, source_group) if source_group else None) or prefix_list or "?"
+        source = (
+            cidr or (names.get(source_group, source_group) if source_group else None) or prefix_list or "?"
+        )
         props: dict[str, Any] = {
             "group": rule.get("GroupId"),
             "direction": direction,
@@ -845,7 +935,11 @@ class SecurityGroupRule(_NetworkKind):
 
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
         egress = props["direction"] == "egress"
-        authorize = cloud.ec2.authorize_security_group_egress if egress else cloud.ec2.authorize_security_group_ingress
+        authorize = (
+            cloud.ec2.authorize_security_group_egress
+            if egress
+            else cloud.ec2.authorize_security_group_ingress
+        )
         tags = cloud.cluster_tags(desired.name)
         try:
             response = authorize(
@@ -868,7 +962,10 @@ class SecurityGroupRule(_NetworkKind):
         """The id of the rule that already has this content (a retried create, or AWS' default egress)."""
         group = str(props["group"])
         rules = _describe(
-            cloud, "describe_security_group_rules", "SecurityGroupRules", Filters=[{"Name": "group-id", "Values": [group]}]
+            cloud,
+            "describe_security_group_rules",
+            "SecurityGroupRules",
+            Filters=[{"Name": "group-id", "Values": [group]}],
         )
         want = rule_name(
             group,
@@ -880,12 +977,18 @@ class SecurityGroupRule(_NetworkKind):
         )
         for rule in rules:
             source_group = (rule.get("ReferencedGroupInfo") or {}).get("GroupId")
-            name, _props = self._describe_rule(rule, group, {source_group: source_group} if source_group else {})
+            name, _props = self._describe_rule(
+                rule, group, {source_group: source_group} if source_group else {}
+            )
             if name == want:
                 return str(rule["SecurityGroupRuleId"])
-        raise PykopsError(f"security group {group}: AWS reports the rule {want} as a duplicate but does not list it")
+        raise PykopsError(
+            f"security group {group}: AWS reports the rule {want} as a duplicate but does not list it"
+        )
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         return dict(actual.attrs)  # every prop is immutable: changes are replacements
 
     def delete(self, cloud: Any, actual: Actual) -> None:

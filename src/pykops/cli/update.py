@@ -1,0 +1,120 @@
+"""``update cluster``: show the exact plan; with ``--yes`` apply it (locked, parallel, retried)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pykops.cli.common import globals_of, open_registry
+from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
+from pykops.cli.output import info, warn
+
+if TYPE_CHECKING:
+    from pykops.state.registry import ClusterRegistry
+
+# Documented exit code: `update cluster` without --yes when changes are pending (like `terraform plan
+# -detailed-exitcode`'s 2, which pykops already uses for usage errors).
+EXIT_CHANGES_PENDING = 3
+
+
+@click.group(cls=AliasGroup, context_settings=CONTEXT_SETTINGS)
+@cluster_options
+def command() -> None:
+    """Apply the cluster spec to the cloud.
+
+    \b
+    Examples:
+      pykops update cluster proyecto.k8s.local          # show what would change (exit 3 if anything)
+      pykops update cluster proyecto.k8s.local --yes    # apply it
+    """
+
+
+command.name = "update"
+
+
+def progress_printer() -> Any:
+    """A callback for engine events: one line per finished (or retried, or failed) resource."""
+
+    def on_event(event: Any) -> None:
+        status = getattr(event, "status", "")
+        if status == "started":
+            return
+        elapsed = getattr(event, "elapsed", 0.0) or 0.0
+        action = getattr(event, "action", "")
+        target = f"{getattr(event, 'kind', '')}/{getattr(event, 'name', '')}"
+        detail = ""
+        if status == "retrying":
+            detail = f" (attempt {getattr(event, 'attempt', '?')}: {getattr(event, 'error', '')})"
+        elif status == "failed":
+            detail = f": {getattr(event, 'error', '')}"
+        info(f"  [{elapsed:6.1f}s] {action:<7} {status:<8} {target}{detail}")
+
+    return on_event
+
+
+def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
+    """Plan (and with ``yes`` apply) the cluster; returns the exit code."""
+    from pykops.engine.plan import render_plan, summary
+    from pykops.ops.update import apply_plan, plan_cluster
+    from pykops.state.lock import cluster_lock
+
+    if not yes:
+        plan = plan_cluster(registry, name)
+        for message in plan.warnings:
+            warn(message)
+        if not plan.changes:
+            click.echo("No changes need to be applied.")
+            return 0
+        click.echo(render_plan(plan.changes), nl=False)
+        click.echo(f"\nPlan: {summary(plan.changes)}.")
+        click.echo(f"Must specify --yes to apply changes (pykops update cluster {name} --yes)")
+        return EXIT_CHANGES_PENDING
+
+    with cluster_lock(registry.store, name, "update cluster"):
+        plan = plan_cluster(registry, name)
+        for message in plan.warnings:
+            warn(message)
+        if plan.changes:
+            click.echo(render_plan(plan.changes), nl=False)
+            click.echo(f"\nApplying: {summary(plan.changes)}.")
+        elapsed = apply_plan(registry, plan, on_event=progress_printer())
+    mutating = sum(plan.cloud.calls.mutating().values())
+    if not plan.changes:
+        click.echo("No changes need to be applied.")
+    else:
+        click.echo(
+            f"\nCluster changes have been applied to the cloud in {elapsed:.1f}s ({mutating} AWS changes)."
+        )
+    if plan.needs_rolling_update:
+        click.echo(
+            "\nChanges may require instances to restart: instance groups "
+            + ", ".join(n.split(".", 1)[0] for n in plan.needs_rolling_update)
+            + f" have a new launch template version (run: pykops rolling-update cluster {name})"
+        )
+    return 0
+
+
+@command.command("cluster", context_settings=CONTEXT_SETTINGS)
+@click.argument("positional_name", required=False, metavar="[NAME]")
+@cluster_options
+@click.option(
+    "--yes", "-y", is_flag=True, help="Apply the changes (otherwise only show them; exit 3 if any)."
+)
+@click.option(
+    "--create-kube-config",
+    type=bool,
+    default=True,
+    show_default=True,
+    help="Export a kubeconfig after applying (not available in this version).",
+)
+@click.pass_context
+def update_cluster(
+    ctx: click.Context, positional_name: str | None, yes: bool, create_kube_config: bool
+) -> int:
+    """Create or update the cloud resources of a cluster to match its spec."""
+    g = globals_of(ctx)
+    name = g.require_name(positional_name)
+    code = run_update(open_registry(g), name, yes=yes)
+    ctx.exit(code)
+    return code

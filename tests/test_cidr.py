@@ -401,7 +401,7 @@ def test_every_block_used() -> None:
 
 
 def test_bad_inputs() -> None:
-    with pytest.raises(SpecError, match=r"spec\.networking\.networkCIDR: invalid CIDR '172\.20\.0\.0'"):
+    with pytest.raises(SpecError, match=r"spec\.networkCIDR: invalid CIDR '172\.20\.0\.0'"):
         assign_subnet_cidrs("172.20.0.0", public(1))
     with pytest.raises(SpecError, match="unknown type 'Weird'"):
         assign_subnet_cidrs(NET, [("a", "Weird")])

@@ -54,3 +54,10 @@ def aws_env(
     for name, value in aws_emulator.env().items():
         monkeypatch.setenv(name, value)
     return aws_emulator
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may send traffic beyond 127.0.0.1: keep boto3 away from the instance metadata service."""
+    import os
+
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

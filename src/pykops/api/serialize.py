@@ -59,9 +59,29 @@ def _describe_error(err: dict[str, Any]) -> str:
         msg = str(err["msg"]).removeprefix("Value error, ")
     elif kind == "missing":
         msg = "required field is missing"
+    elif kind in _EXPECTED:
+        msg = f"invalid value {err.get('input')!r}: {_EXPECTED[kind].format(**(err.get('ctx') or {}))}"
     else:
         msg = f"invalid value {err.get('input')!r}: {err['msg']}"
     return f"{path}: {msg}" if path else msg
+
+
+# pydantic's wording ("Input should be a valid integer, unable to parse string as an integer") → ours.
+_EXPECTED = {
+    "int_parsing": "expected a whole number",
+    "int_type": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "list_type": "expected a list",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+}
 
 
 def parse_object(data: Any, source: str = "<input>") -> Cluster | InstanceGroup:

@@ -30,6 +30,7 @@ _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-
 _VPC_ID_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _PERCENT_RE = re.compile(r"^\d{1,3}%$")
+ROLES_HINT = "Master, ControlPlane, Node, Bastion or APIServer"
 ROOT_VOLUME_TYPES = ("gp2", "gp3", "io1", "io2", "st1", "sc1", "standard")
 ETCD_VOLUME_TYPES = ("gp2", "gp3", "io1", "io2")
 
@@ -59,10 +60,12 @@ ALLOW_EVEN_ANNOTATION = "pykops.io/allow-even-control-plane"
 
 
 def _quorum_message(what: str, count: int) -> str:
+    tolerated = (count - 1) // 2
+    example = " (with 2, losing either one stops the cluster)" if count == 2 else ""
     return (
         f"{what} is {count}, an even number: etcd commits a write only when a majority ({count // 2 + 1} of "
-        f"{count}) agrees, so {count} members tolerate no more failures than {count - 1} "
-        f"(with 2, losing one leaves no majority and the cluster stops). Use {count + 1} (or {count - 1}); "
+        f"{count}) agrees, so {count} members survive {tolerated} failure{'s' if tolerated != 1 else ''}, "
+        f"no more than {count - 1} would{example}. Use {count + 1} (or {count - 1}); "
         f"to accept it anyway, create the cluster with --allow-even-control-plane or set the annotation "
         f'{ALLOW_EVEN_ANNOTATION}: "true" on the Cluster'
     )
@@ -97,7 +100,7 @@ def validate_before_populate(cluster: Cluster, groups: list[InstanceGroup] | Non
     for group in groups or []:
         if group.spec.role is None:
             raise SpecError(
-                f'InstanceGroup "{group.name}": spec.role is required (Master, Node, Bastion or APIServer)'
+                f'InstanceGroup "{group.name}": spec.role is required ({ROLES_HINT})'
             )
     provider = cluster.spec.cloud_provider
     if provider is not None and provider != "aws":
@@ -242,7 +245,9 @@ def validate(
             )
         gs = g.spec
         if gs.role is None:
-            raise SpecError(f"{where}: spec.role is required (Master, Node, Bastion or APIServer)")
+            raise SpecError(
+                f"{where}: spec.role is required (Master, ControlPlane, Node, Bastion or APIServer)"
+            )
         if gs.min_size is not None and gs.max_size is not None and gs.min_size > gs.max_size:
             raise SpecError(f"{where}: spec.minSize {gs.min_size} is larger than spec.maxSize {gs.max_size}")
         machine = gs.machine_type or ""
@@ -265,7 +270,9 @@ def validate(
                     f"{where}: spec.mixedInstancesPolicy.instances[{i}]: unknown instance type {mixed_type!r}"
                 )
         if gs.role == "Bastion" and not private_topology:
-            raise SpecError(f"{where}: a bastion needs private topology (--topology private)")
+            raise SpecError(
+                f"{where}: a bastion needs private topology (create the cluster with --topology private)"
+            )
         if not gs.subnets:
             raise SpecError(f"{where}: spec.subnets is empty; name at least one of the cluster's subnets")
         for i, name in enumerate(gs.subnets):

@@ -261,6 +261,10 @@ def create_cluster(ctx: click.Context, /, positional_name: str | None, **flags: 
     if flags["dry_run"]:
         emit([cluster, *groups], str(flags["output"]))
         return
+    if flags["yes"]:
+        from pykops.cloud.aws.cloud import require_credentials
+
+        require_credentials()  # before anything is written: a cluster spec without a way to apply it
     registry = open_registry(g)
     registry.create_cluster(cluster, groups)
     if public_key is not None:

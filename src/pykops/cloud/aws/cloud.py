@@ -166,16 +166,25 @@ class AwsCloud:
         return [{"Name": f"tag-key", "Values": [cluster_owned_tag(self.cluster_name)]}]
 
 
+NO_CREDENTIALS = (
+    "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+    "(or run pykops sandbox up for the local emulator)"
+)
+
+
+def require_credentials() -> None:
+    """Fail early, with one line and before any change, when boto3 finds no credentials."""
+    if boto3.session.Session().get_credentials() is None:
+        raise PykopsError(NO_CREDENTIALS)
+
+
 def classify(exc: BaseException) -> BaseException:
     """Map a botocore failure to RetryableError or a one-line PykopsError; others pass through."""
     code = error_code(exc)
     if code in RETRYABLE_CODES:
         return RetryableError(str(exc), code=code)
     if isinstance(exc, NoCredentialsError):
-        return PykopsError(
-            "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-            "(or run pykops sandbox up for the local emulator)"
-        )
+        return PykopsError(NO_CREDENTIALS)
     if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
         return PykopsError(f"AWS refused the call ({code}): the credentials lack a permission; {exc}")
     if isinstance(exc, BotoCoreError):

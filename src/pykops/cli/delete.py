@@ -121,8 +121,8 @@ def delete_instancegroup(ctx: click.Context, group_name: str, yes: bool) -> None
     ]
     if members:
         raise SpecError(
-            f"cannot delete instance group {group_name}: etcd members {', '.join(members)} run on it and etcd "
-            "needs an odd number of members; to move it, change the group (edit ig) and roll it instead"
+            f"cannot delete instance group {group_name}: etcd members {', '.join(members)} run on it "
+            "and etcd needs an odd number of members; to move it, change the group (edit ig) and roll it"
         )
     check_spec(cluster, remaining, state=g.state)
     if not yes:

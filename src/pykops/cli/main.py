@@ -133,9 +133,9 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from pykops.cli import create, delete, edit, get, replace, update
+    from pykops.cli import create, delete, edit, get, replace, sandbox, update
 
-    for module in (create, get, edit, replace, delete, update):
+    for module in (create, get, edit, replace, delete, update, sandbox):
         cli.add_command(module.command)
 
 

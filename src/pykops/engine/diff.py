@@ -11,7 +11,8 @@ Rules (docs/resources.md):
 * A change to a path a kind lists in ``immutable`` (or below one) is a replacement when the kind is
   ``replaceable``, and refused with a :class:`PlanError` naming every such field otherwise.
 * Actual resources no desired resource matches by (kind, name) are deleted, except those a desired
-  ``shared`` resource matched and those a desired resource references (external ones).
+  ``shared`` resource matched, those a desired resource references (external ones), and those whose
+  attrs say ``shared: True`` (a kind's mark for resources it found tagged ``shared``).
 * Desired ``shared`` resources (matched by their ``id`` prop, else by name) are never created, changed or
   deleted; a missing one is an error.
 
@@ -307,7 +308,11 @@ def plan_changes(desired: list[Resource], actual: list[Actual], kinds: Mapping[s
     # Kept: what a desired resource names or references, and what a desired shared resource matched.
     keep = set(graph.resources) | graph.external_keys()
     kept_actual = {id(found[k]) for k in graph.resources if k in found}
-    orphans = [a for a in actual if a.key not in keep and id(a) not in kept_actual]
+    orphans = [
+        a
+        for a in actual
+        if a.key not in keep and id(a) not in kept_actual and a.attrs.get("shared") is not True
+    ]
     references = actual_references(actual)
     by_key = {a.key: a for a in orphans}
     for key in delete_order(by_key, references):

@@ -14,7 +14,8 @@ Among ready tasks, the one earlier in the given change list starts first (``plan
 dependency order), at most ``parallelism`` at a time.
 
 A :class:`RetryableError` is retried with exponential backoff and jitter (``RetryPolicy``: 0.2 s doubling up
-to 5 s, at most 10 attempts and 300 s per change); any other exception fails the change at once. When a
+to 5 s, at most 10 attempts and 300 s per change; an error with a ``max_attempts`` attribute lowers the
+attempt bound, for codes that may be real mistakes); any other exception fails the change at once. When a
 change fails, the changes depending on it are not started, independent ones run to completion, and
 :class:`ApplyError` is raised with what was done and what failed.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pykops.engine.diff import compare_props, index_actual, kind_unordered, resolve
-from pykops.engine.graph import Key, actual_references, key_str
+from pykops.engine.graph import Key, actual_references, key_str, topological_order
 from pykops.engine.types import (
     Action,
     Actual,
@@ -54,7 +55,7 @@ from pykops.errors import PykopsError
 log = logging.getLogger(__name__)
 
 Phase = Literal["create", "update", "delete"]
-EventType = Literal["started", "retrying", "done", "failed", "skipped"]
+EventStatus = Literal["started", "retrying", "done", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Event:
     started because a change it depends on failed. ``elapsed`` is seconds since the change started.
     """
 
-    type: EventType
+    status: EventStatus
     kind: str
     name: str
     action: Action
@@ -107,14 +108,14 @@ class Event:
         return (self.kind, self.name)
 
     def __str__(self) -> str:
-        text = f"{self.kind}/{self.name}: {self.action} {self.type}"
-        if self.action == "replace" and self.type == "started":
+        text = f"{self.kind}/{self.name}: {self.action} {self.status}"
+        if self.action == "replace" and self.status == "started":
             text += f" ({self.phase})"
-        if self.type == "retrying":
+        if self.status == "retrying":
             text += f" after attempt {self.attempt} ({_one_line(self.error)}), next in {self.delay:.1f}s"
-        elif self.type == "failed":
+        elif self.status == "failed":
             text += f": {_one_line(self.error)}"
-        elif self.type == "done":
+        elif self.status == "done":
             text += f" in {self.elapsed:.1f}s"
         return text
 
@@ -203,7 +204,13 @@ def _build_tasks(
             provider[change.key] = add(change, "create")
             edge(add(change, "delete"), provider[change.key])
 
-    # Hard: a resource is created or changed after the resources it references.
+    # Hard: a resource is created or changed after the resources it references (never in a cycle).
+    topological_order(
+        {
+            c.key: {r.key for r in c.desired.refs() if r.key in provider} if c.desired is not None else set()
+            for c in changes
+        }
+    )
     for task in tasks:
         if task.phase != "delete" and task.change.desired is not None:
             for ref in task.change.desired.refs():
@@ -284,11 +291,11 @@ class _Run:
             except Exception:
                 log.exception("on_event callback failed for %s", event)
 
-    def event(self, type_: EventType, task: _Task, **extra: Any) -> Event:
+    def event(self, status: EventStatus, task: _Task, **extra: Any) -> Event:
         change = task.change
         started = self.started_at.get(change.key)
         elapsed = self.retry.clock() - started if started is not None else 0.0
-        return Event(type_, change.kind, change.name, change.action, task.phase, elapsed=elapsed, **extra)
+        return Event(status, change.kind, change.name, change.action, task.phase, elapsed=elapsed, **extra)
 
     def lookup_for(self, owner: Change) -> Callable[[Ref], Any]:
         def lookup(ref: Ref) -> Any:
@@ -344,7 +351,8 @@ class _Run:
             except RetryableError as err:
                 elapsed = self.retry.clock() - started
                 delay = self.retry.delay(attempt)
-                if attempt >= self.retry.attempts or elapsed + delay > self.retry.timeout:
+                limit = min(self.retry.attempts, getattr(err, "max_attempts", None) or self.retry.attempts)
+                if attempt >= limit or elapsed + delay > self.retry.timeout:
                     raise RetriesExhausted(err, attempts=attempt, elapsed=elapsed) from err
                 self.emit(self.event("retrying", task, attempt=attempt, delay=delay, error=err))
                 self.retry.sleep(delay)
@@ -355,7 +363,8 @@ class _Run:
         task.state = "done"
         change = task.change
         if task.phase == "delete":
-            self.attrs.pop(change.key, None)
+            if change.key not in self.results:  # not the old half of a create-first replacement
+                self.attrs.pop(change.key, None)
         else:
             self.results[change.key] = attrs
             self.attrs[change.key] = attrs

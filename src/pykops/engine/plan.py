@@ -27,7 +27,7 @@ from pykops.engine.diff import format_value, is_immutable, is_sensitive
 from pykops.engine.graph import sort_key
 from pykops.engine.types import Action, Change, Kind
 
-__all__ = ["SECTIONS", "Plan", "render", "summary"]
+__all__ = ["SECTIONS", "Plan", "render", "render_plan", "summary"]
 
 SECTIONS: tuple[tuple[Action, str], ...] = (
     ("create", "Will create resources:"),
@@ -108,6 +108,9 @@ def render(changes: Sequence[Change], kinds: Mapping[str, Kind] | None = None) -
     if not sections:
         return NO_CHANGES + "\n"
     return "\n\n".join(sections) + "\n"
+
+
+render_plan = render  # the name the CLI uses
 
 
 @dataclass

@@ -27,7 +27,11 @@ The child also serves ``GET /_pykops/health`` (``{"status": "ok", "fixes": [...]
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import contextvars
+import copy
+import functools
 import ipaddress
 import json
 import os
@@ -168,6 +172,467 @@ def _fix_s3_access_denied_error() -> None:
     s3_response._key_response = _key_response
 
 
+# -- EC2 launch templates -----------------------------------------------------------------------------------
+
+# The data of the version named by CreateLaunchTemplateVersion's SourceVersion, while that request runs.
+_LT_SOURCE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "pykops_lt_source_data", default=None
+)
+
+
+def _fix_ec2_launch_template_version_user_data() -> None:
+    """Store a launch-template version's ``UserData`` the way every other moto code path expects it.
+
+    moto's ``CreateLaunchTemplate`` handler wraps ``UserData`` in a ``Base64EncodedString``
+    (``parse_user_data``), but its ``CreateLaunchTemplateVersion`` handler
+    (``ec2/responses/launch_templates.py``) stores the raw string. ``LaunchTemplateVersion.user_data``
+    asserts the wrapped type, so an Auto Scaling group (or anything else that reads the version's user data)
+    launching from such a version fails with an ``AssertionError``: HTTP 500. On AWS the version launches
+    like any other, with its own user data, and malformed base64 is refused when the version is created.
+    """
+    from moto.core.types import Base64EncodedString
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.utils import parse_user_data
+
+    template_cls: Any = LaunchTemplate
+    create_version = template_cls.create_version
+
+    def _create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+        user_data = data.get("UserData")
+        if user_data is not None and not isinstance(user_data, Base64EncodedString):
+            data = {**data, "UserData": parse_user_data(user_data)}
+        return create_version(self, data, description)
+
+    template_cls.create_version = _create_version
+
+
+def _fix_ec2_launch_template_source_version() -> None:
+    """Make ``CreateLaunchTemplateVersion`` start from ``SourceVersion``'s data.
+
+    moto ignores ``SourceVersion``: the new version holds only the ``LaunchTemplateData`` of the request. On
+    AWS the new version inherits every launch parameter of the source version, and the parameters given in
+    ``LaunchTemplateData`` override (replace) the inherited ones of the same name. An unknown source version
+    is refused (``InvalidLaunchTemplateVersion.NotFound``).
+    """
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.responses.launch_templates import LaunchTemplates
+
+    responses: Any = LaunchTemplates
+    handler = responses.create_launch_template_version
+    template_cls: Any = LaunchTemplate
+    create_version = template_cls.create_version
+
+    def _handler(self: Any) -> Any:
+        source = self._get_param("SourceVersion")
+        template_id = self._get_param("LaunchTemplateId")
+        template_name = self._get_param("LaunchTemplateName")
+        if source is None or not (template_id or template_name):
+            return handler(self)
+        if template_id:
+            template = self.ec2_backend.get_launch_template(template_id)
+        else:
+            template = self.ec2_backend.get_launch_template_by_name(template_name)
+        token = _LT_SOURCE_DATA.set(copy.deepcopy(template.get_version(source).data))
+        try:
+            return handler(self)
+        finally:
+            _LT_SOURCE_DATA.reset(token)
+
+    def _create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+        source_data = _LT_SOURCE_DATA.get()
+        if source_data is not None:
+            data = {**source_data, **{key: value for key, value in data.items() if value is not None}}
+        return create_version(self, data, description)
+
+    responses.create_launch_template_version = _handler
+    template_cls.create_version = _create_version
+
+
+# -- EC2 images ----------------------------------------------------------------------------------------------
+
+
+def _fix_ec2_register_image_attributes() -> None:
+    """Make ``RegisterImage`` keep the image's architecture, root device, virtualization, boot mode and tags.
+
+    moto's ``RegisterImage`` reads only ``Name`` and ``Description``: the image has no architecture, the
+    root device type ``standard`` and no tags. AWS records what the request says: ``Architecture`` (default
+    ``i386``), ``RootDeviceName``, root device type ``ebs`` when ``BlockDeviceMappings`` gives the root device
+    an EBS volume, ``VirtualizationType`` (default ``paravirtual``), ``BootMode``, and the ``image`` tags of
+    ``TagSpecifications``. pykops reads ``Architecture`` and ``RootDeviceName`` of the images it resolves.
+    """
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.amis import AmisResponse
+
+    responses: Any = AmisResponse
+
+    def register_image(self: Any) -> Any:
+        name = self._get_param("Name")
+        description = self._get_param("Description", "")
+        self.error_on_dryrun()
+        image = self.ec2_backend.register_image(name, description)
+        image.architecture = self._get_param("Architecture") or "i386"
+        image.virtualization_type = self._get_param("VirtualizationType") or "paravirtual"
+        image.root_device_name = self._get_param("RootDeviceName") or image.root_device_name
+        for mapping in self._get_param("BlockDeviceMappings", []) or []:
+            if mapping.get("DeviceName") == image.root_device_name and mapping.get("Ebs") is not None:
+                image.root_device_type = "ebs"
+        image.boot_mode = self._get_param("BootMode") or image.boot_mode
+        image.image_location = self._get_param("ImageLocation") or image.image_location
+        for spec in self._get_param("TagSpecifications", []) or []:
+            if spec.get("ResourceType") == "image":
+                image.add_tags({tag["Key"]: tag.get("Value", "") for tag in spec.get("Tags", [])})
+        return ActionResult({"ImageId": image.id})
+
+    responses.register_image = register_image
+
+
+def _fix_ec2_shared_public_images() -> None:
+    """Show public images of other accounts (and images shared with this account) in ``DescribeImages``.
+
+    moto keeps every account's images apart: an image another account registered and made public
+    (``LaunchPermission`` group ``all``) is invisible, so ``DescribeImages(Owners=["099720109477"])`` finds
+    nothing and ``RunInstances`` cannot see the image's architecture. On AWS a public image can be described
+    and launched by every account in its region, and an image shared with an account (``LaunchPermission``
+    ``UserId``) by that account. This is how the sandbox publishes Canonical's and Amazon's images: it
+    registers them as those accounts (STS ``AssumeRole`` into the owner's account) and makes them public.
+    """
+    from moto.ec2.exceptions import InvalidAMIIdError
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.amis import AmiBackend
+
+    ami_backend: Any = AmiBackend
+    describe_images = ami_backend.describe_images
+
+    def _describe_images(
+        self: Any,
+        ami_ids: list[str] | None = None,
+        filters: dict[str, Any] | None = None,
+        exec_users: list[str] | None = None,
+        owners: list[str] | None = None,
+    ) -> list[Any]:
+        me = str(self.account_id)
+        # "self" means the caller, also when another account's backend evaluates the request.
+        owners = [me if owner == "self" else owner for owner in owners] if owners else owners
+        exec_users = [me if user == "self" else user for user in exec_users] if exec_users else exec_users
+        query = {"ami_ids": ami_ids, "filters": filters, "exec_users": exec_users, "owners": owners}
+        not_found: InvalidAMIIdError | None = None
+        try:
+            images: list[Any] = list(describe_images(self, **query))
+        except InvalidAMIIdError as err:
+            images, not_found = [], err
+        seen = {image.id for image in images}
+        for account_id, account in list(dict.items(ec2_backends)):
+            other = dict.get(account, self.region_name) if account_id != me else None
+            if other is None:
+                continue
+            try:
+                found = describe_images(other, **query)
+            except InvalidAMIIdError:
+                continue
+            for image in found:
+                shared = image.is_public or {"UserId": me} in image.launch_permissions
+                # Only the images this account owns: every backend also preloads moto's default AMIs.
+                if shared and image.owner_id == account_id and image.id not in seen:
+                    images.append(image)
+                    seen.add(image.id)
+        if not images and not_found is not None:
+            raise not_found
+        return images
+
+    ami_backend.describe_images = _describe_images
+
+
+# -- Auto Scaling -------------------------------------------------------------------------------------------
+
+# Switches of the Auto Scaling launcher that replaces moto's replace_autoscaling_group_instances; the fixes
+# autoscaling-balance-zones and autoscaling-instance-template-version each turn one on.
+_ASG_LAUNCH = {"balance_zones": False, "pin_template_version": False}
+_LT_ID_TAG = "aws:ec2launchtemplate:id"
+_LT_VERSION_TAG = "aws:ec2launchtemplate:version"
+
+
+def _instance_tag(instance: Any, key: str) -> str | None:
+    for tag in instance.get_tags():
+        if tag.get("key") == key:
+            return str(tag.get("value"))
+    return None
+
+
+def _group_zone_subnets(group: Any) -> dict[str, list[str | None]]:
+    """The group's zones in the order given, each with its subnets (``[None]`` without VPCZoneIdentifier)."""
+    zones: dict[str, list[str | None]] = {}
+    subnet_ids = [s.strip() for s in (group.vpc_zone_identifier or "").split(",") if s.strip()]
+    if subnet_ids:
+        ec2_backend = group.autoscaling_backend.ec2_backend
+        zone_of = {s.id: s.availability_zone for s in ec2_backend.describe_subnets(subnet_ids=subnet_ids)}
+        for subnet_id in subnet_ids:
+            zones.setdefault(zone_of[subnet_id], []).append(subnet_id)
+    else:
+        for zone in group.availability_zones:
+            zones.setdefault(zone, [None])
+    return zones
+
+
+def _balanced_placements(group: Any, count: int) -> list[tuple[str, str | None, int]]:
+    """Where to launch ``count`` instances: each one into the zone (then subnet) with the fewest instances."""
+    zones = _group_zone_subnets(group)
+    zone_order = list(zones)
+    zone_count: collections.Counter[str] = collections.Counter()
+    subnet_count: collections.Counter[str | None] = collections.Counter()
+    for state in group.instance_states:
+        zone_count[state.instance.placement.zone] += 1
+        subnet_count[state.instance.subnet_id] += 1
+    plan: collections.Counter[tuple[str, str | None]] = collections.Counter()
+    for _ in range(count):
+        zone = min(zone_order, key=lambda z: (zone_count[z], zone_order.index(z)))
+        subnets = zones[zone]
+        subnet = min(subnets, key=lambda s: (subnet_count[s], subnets.index(s)))
+        zone_count[zone] += 1
+        subnet_count[subnet] += 1
+        plan[(zone, subnet)] += 1
+    return [(zone, subnet, n) for (zone, subnet), n in plan.items()]
+
+
+def _launch_group_instances(group: Any, count_needed: int, propagated_tags: dict[str, str]) -> None:
+    """moto's ``replace_autoscaling_group_instances``, with zone balancing and version pinning switchable."""
+    import random
+
+    from moto.autoscaling.models import ASG_NAME_TAG, InstanceState
+
+    tags = {**propagated_tags, ASG_NAME_TAG: group.name, **group.instance_tags}
+    associate_public_ip = group.launch_config.associate_public_ip_address if group.launch_config else None
+    launch_template: dict[str, str] | None = None
+    template = group.ec2_launch_template
+    if template is not None:
+        launch_template = {"LaunchTemplateId": template.id}
+        if _ASG_LAUNCH["pin_template_version"]:
+            launch_template["Version"] = str(template.get_version(group.launch_template_version).number)
+    if _ASG_LAUNCH["balance_zones"]:
+        placements = _balanced_placements(group, count_needed)
+    else:  # moto: every instance in the first subnet, placement a random zone of the group
+        first = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else None
+        placements = [(random.choice(group.availability_zones), first, count_needed)]
+    for zone, subnet_id, count in placements:
+        reservation = group.autoscaling_backend.ec2_backend.run_instances(
+            group.image_id,
+            count,
+            group.user_data,
+            group.security_groups,
+            instance_type=group.instance_type,
+            tags={"instance": dict(tags)},
+            placement=zone,
+            launch_config=group.launch_config,
+            launch_template=launch_template,
+            is_instance_type_default=False,
+            associate_public_ip=associate_public_ip,
+            subnet_id=subnet_id,
+        )
+        for instance in reservation.instances:
+            instance.autoscaling_group = group
+            group.instance_states.append(
+                InstanceState(instance, protected_from_scale_in=group.new_instances_protected_from_scale_in)
+            )
+
+
+def _install_asg_launcher() -> None:
+    from moto.autoscaling.models import FakeAutoScalingGroup
+
+    group_cls: Any = FakeAutoScalingGroup
+    if getattr(group_cls.replace_autoscaling_group_instances, "_pykops_launcher", False):
+        return
+
+    def replace_autoscaling_group_instances(
+        self: Any, count_needed: int, propagated_tags: dict[str, str]
+    ) -> None:
+        _launch_group_instances(self, count_needed, propagated_tags)
+
+    replace_autoscaling_group_instances._pykops_launcher = True  # type: ignore[attr-defined]
+    group_cls.replace_autoscaling_group_instances = replace_autoscaling_group_instances
+
+
+def _scale_in_order(group: Any, excess: int) -> list[Any]:
+    """``group.instance_states`` with the ``excess`` instances AWS' Default termination policy picks first.
+
+    Each pick: the zone with the most instances; in it, an instance not launched from the group's current
+    launch-template version before one that is; then the oldest.
+    """
+    states = list(group.instance_states)
+    pool = [s for s in group.active_instances() if not s.protected_from_scale_in]
+    zone_count = collections.Counter(s.instance.placement.zone for s in group.active_instances())
+    current: str | None = None
+    if group.ec2_launch_template is not None:
+        current = str(group.ec2_launch_template.get_version(group.launch_template_version).number)
+    chosen: list[Any] = []
+    for _ in range(min(excess, len(pool))):
+        zone = max((s.instance.placement.zone for s in pool), key=lambda z: zone_count[z])
+        victim = min(
+            (s for s in pool if s.instance.placement.zone == zone),
+            key=lambda s: (_instance_tag(s.instance, _LT_VERSION_TAG) == current, s.instance.launch_time),
+        )
+        chosen.append(victim)
+        pool.remove(victim)
+        zone_count[zone] -= 1
+    return chosen + [s for s in states if all(s is not c for c in chosen)]
+
+
+def _fix_autoscaling_balance_zones() -> None:
+    """Spread an Auto Scaling group's instances evenly over its Availability Zones.
+
+    moto launches every instance into the first subnet of ``VPCZoneIdentifier`` (so into one zone), and
+    scales in by terminating the first instances of its list. AWS launches each instance into the enabled
+    zone with the fewest instances (within a zone, into one of the group's subnets there), and its Default
+    termination policy scales in from the zone with the most instances, preferring instances that do not
+    use the group's current launch template version, then the oldest.
+    """
+    from moto.autoscaling.models import FakeAutoScalingGroup
+
+    _install_asg_launcher()
+    _ASG_LAUNCH["balance_zones"] = True
+    group_cls: Any = FakeAutoScalingGroup
+    set_desired_capacity = group_cls.set_desired_capacity
+
+    def _set_desired_capacity(self: Any, new_capacity: int | None) -> None:
+        order = {id(state): n for n, state in enumerate(self.instance_states)}
+        policy = self.mixed_instances_policy or {}
+        if not policy.get("LaunchTemplate", {}).get("Overrides"):
+            target = self.min_size if new_capacity is None else new_capacity
+            excess = len(self.active_instances()) - (target or 0)
+            if excess > 0:  # moto terminates the first unprotected instances of its list: put ours first
+                self.instance_states = _scale_in_order(self, excess)
+        set_desired_capacity(self, new_capacity)
+        # moto rebuilds the list through a set: keep the launch order (new instances last).
+        self.instance_states.sort(key=lambda state: order.get(id(state), len(order)))
+
+    group_cls.set_desired_capacity = _set_desired_capacity
+
+
+def _fix_autoscaling_instance_template_version() -> None:
+    """Launch an Auto Scaling group's instances from the group's template version, and report that version.
+
+    moto passes the launch template to ``RunInstances`` without a version, so the instance's
+    ``aws:ec2launchtemplate:version`` tag (and its block devices, key pair, security groups) come from the
+    template's default version, and ``DescribeAutoScalingGroups``/``DescribeAutoScalingInstances`` report the
+    default version number for every instance. On AWS an instance is launched from the version the group
+    names (``$Latest``/``$Default`` resolved at launch), and both calls report, per instance, the version
+    number it was launched from: how kops and pykops find the instances a rolling update must replace.
+    """
+    from moto.autoscaling.models import InstanceState
+
+    _install_asg_launcher()
+    _ASG_LAUNCH["pin_template_version"] = True
+    state_cls: Any = InstanceState
+
+    def launch_template(self: Any) -> dict[str, Any] | None:
+        group = self.auto_scaling_group
+        template = group.ec2_launch_template if group is not None else None
+        if template is None:
+            return None
+        version: str | None = None
+        if _instance_tag(self.instance, _LT_ID_TAG) == template.id:
+            version = _instance_tag(self.instance, _LT_VERSION_TAG)
+        return {
+            "LaunchTemplateId": template.id,
+            "LaunchTemplateName": template.name,
+            "Version": version if version is not None else str(template.default_version_number),
+        }
+
+    state_cls.launch_template = property(launch_template)
+
+
+_UNHEALTHY_EC2_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+_HEALTH_CHECK_LOCK = threading.Lock()
+
+
+def _autoscaling_health_check(account_id: str, region: str) -> None:
+    """One health-check cycle of every Auto Scaling group of ``account_id`` in ``region``."""
+    from moto.autoscaling.models import autoscaling_backends
+
+    account = dict.get(autoscaling_backends, account_id)  # plain dict access: never create a backend
+    backend = dict.get(account, region) if account is not None else None
+    if backend is None:
+        return
+    with _HEALTH_CHECK_LOCK:
+        for group in list(backend.autoscaling_groups.values()):
+            unhealthy = [
+                state
+                for state in group.instance_states
+                if state.lifecycle_state == "InService"
+                and (state.health_status == "Unhealthy" or state.instance.state in _UNHEALTHY_EC2_STATES)
+            ]
+            if not unhealthy:
+                continue
+            group.instance_states = [s for s in group.instance_states if all(s is not u for u in unhealthy)]
+            for state in unhealthy:
+                if state.instance.state != "terminated":
+                    state.instance.terminate()  # Auto Scaling ignores EC2 termination protection
+            group.set_desired_capacity(group.desired_capacity)
+
+
+def _fix_autoscaling_replace_unhealthy() -> None:
+    """Replace an Auto Scaling group's instances that were stopped or set ``Unhealthy``.
+
+    AWS' EC2 health check counts an instance in any state but ``running`` as unhealthy; Auto Scaling
+    terminates unhealthy instances (also those set ``Unhealthy`` with ``SetInstanceHealth``) and launches
+    replacements to get back to the desired capacity, on its next health-check cycle (there is no fixed
+    deadline). moto leaves a stopped instance in its group, ``InService`` and counted towards the desired
+    capacity, and ``SetInstanceHealth`` only changes a label: the group never heals.
+
+    The emulator runs one health-check cycle for the account and region at the start of every Auto Scaling
+    and EC2 request, so the replacement is there on the next such call (``DescribeAutoScalingGroups``,
+    ``DescribeInstances``, ...). Instances terminated through EC2 (``TerminateInstances``) or through Auto
+    Scaling (``TerminateInstanceInAutoScalingGroup`` without decrementing the capacity) are already replaced
+    by plain moto, at once; the tests guard that too.
+    """
+    from moto.autoscaling.responses import AutoScalingResponse
+    from moto.ec2.responses import EC2Response
+
+    for response_cls in (AutoScalingResponse, EC2Response):
+        klass: Any = response_cls
+        call_action = klass.call_action
+
+        def _call_action(self: Any, _call_action: Any = call_action) -> Any:
+            try:
+                _autoscaling_health_check(self.current_account, self.region)
+            except Exception:  # a broken health check must not break the request itself
+                import traceback
+
+                traceback.print_exc()
+            return _call_action(self)
+
+        klass.call_action = _call_action
+
+
+# -- IAM ----------------------------------------------------------------------------------------------------
+
+
+def _fix_iam_aws_managed_policies() -> None:
+    """Give every account the AWS managed policies (``arn:aws:iam::aws:policy/...``).
+
+    Plain moto's accounts have none unless ``MOTO_IAM_LOAD_MANAGED_POLICIES`` is set, so attaching
+    ``arn:aws:iam::aws:policy/AmazonEC2FullAccess`` fails with ``NoSuchEntity``. In AWS they always exist.
+
+    With the setting, moto parses its managed-policy data (about 1,300 policies) again for every IAM backend
+    it creates, and it creates one per account and partition as soon as an account appears (for instance
+    through STS ``AssumeRole``): 0.3 s each. This fix sets it and parses the data once.
+    """
+    from moto.iam import models
+
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    iam_models: Any = models
+
+    @functools.cache
+    def policy_data() -> tuple[tuple[str, dict[str, Any]], ...]:
+        return tuple(json.loads(iam_models.aws_managed_policies_data).items())
+
+    def _init_aws_policies(self: Any) -> list[Any]:
+        return [
+            iam_models.AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+            for name, data in policy_data()
+        ]
+
+    iam_models.IAMBackend._init_aws_policies = _init_aws_policies
+
+
 FIDELITY_FIXES: tuple[FidelityFix, ...] = (
     FidelityFix(
         "s3-atomic-requests",
@@ -185,6 +650,53 @@ FIDELITY_FIXES: tuple[FidelityFix, ...] = (
         "s3-access-denied-error",
         "a request denied by a bucket policy gets 403 with error code AccessDenied",
         _fix_s3_access_denied_error,
+    ),
+    FidelityFix(
+        "ec2-launch-template-version-user-data",
+        "a launch template version created by CreateLaunchTemplateVersion with UserData launches "
+        "(Auto Scaling, RunInstances) with that user data instead of failing with HTTP 500",
+        _fix_ec2_launch_template_version_user_data,
+    ),
+    FidelityFix(
+        "ec2-launch-template-source-version",
+        "CreateLaunchTemplateVersion with SourceVersion starts from the source version's data, "
+        "overridden by the LaunchTemplateData given",
+        _fix_ec2_launch_template_source_version,
+    ),
+    FidelityFix(
+        "ec2-register-image-attributes",
+        "RegisterImage keeps Architecture, RootDeviceName (root device type ebs), VirtualizationType, "
+        "BootMode and image tags",
+        _fix_ec2_register_image_attributes,
+    ),
+    FidelityFix(
+        "ec2-shared-public-images",
+        "public images of other accounts (and images shared with the account) are visible to "
+        "DescribeImages and launchable",
+        _fix_ec2_shared_public_images,
+    ),
+    FidelityFix(
+        "autoscaling-balance-zones",
+        "an Auto Scaling group spreads its instances evenly over the zones of VPCZoneIdentifier "
+        "and scales in from the zone with the most instances",
+        _fix_autoscaling_balance_zones,
+    ),
+    FidelityFix(
+        "autoscaling-instance-template-version",
+        "each Auto Scaling instance is launched from, tagged with and reported with the launch template "
+        "version the group named when it launched, not the template's default version",
+        _fix_autoscaling_instance_template_version,
+    ),
+    FidelityFix(
+        "autoscaling-replace-unhealthy",
+        "an Auto Scaling instance that is stopped or set Unhealthy is terminated and replaced to get back "
+        "to the desired capacity (here: on the next Auto Scaling or EC2 request)",
+        _fix_autoscaling_replace_unhealthy,
+    ),
+    FidelityFix(
+        "iam-aws-managed-policies",
+        "the AWS managed policies (arn:aws:iam::aws:policy/...) exist in every account",
+        _fix_iam_aws_managed_policies,
     ),
 )
 FIX_NAMES: tuple[str, ...] = tuple(fix.name for fix in FIDELITY_FIXES)

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ def paginate(client: Any, operation: str, key: str, **kwargs: Any) -> list[Any]:
 
 
 def is_owned(tags: Mapping[str, str], cluster: str) -> bool:
-    """Whether ``tags`` mark a resource of ``cluster`` (``KubernetesCluster`` or ``kubernetes.io/cluster/``)."""
+    """Whether ``tags`` mark a resource of ``cluster`` (``KubernetesCluster`` or the cluster's owned tag)."""
     return tags.get(TAG_CLUSTER) == cluster or cluster_owned_tag(cluster) in tags
 
 
@@ -70,9 +71,15 @@ def changed_props(changes: Iterable[FieldChange]) -> set[str]:
     return {c.path.split(".", 1)[0].split("[", 1)[0] for c in changes}
 
 
+# Mixed into every idempotency token: a retried create in this run reuses its token (AWS answers with the
+# resource the first attempt made), while a later run that recreates a deleted resource with the same content
+# does not get the deleted one back (EC2 remembers client tokens for hours after the resource is gone).
+_RUN_NONCE = secrets.token_hex(8)
+
+
 def client_token(*parts: Any) -> str:
-    """A deterministic idempotency token (≤ 64 ASCII characters) for the given content."""
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    """An idempotency token (64 hex characters): the same for the same content within one pykops run."""
+    text = json.dumps([_RUN_NONCE, *parts], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -123,7 +130,10 @@ class SSHKey:
         return found
 
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"KeyName": desired.name, "PublicKeyMaterial": str(props["public_key"]).encode()}
+        kwargs: dict[str, Any] = {
+            "KeyName": desired.name,
+            "PublicKeyMaterial": str(props["public_key"]).encode(),
+        }
         if props.get("tags"):
             kwargs["TagSpecifications"] = cloud.tag_specifications("key-pair", props["tags"])
         try:
@@ -137,7 +147,9 @@ class SSHKey:
             raise
         return {"id": str(response["KeyPairId"]), "name": desired.name}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         _create_ec2_tags(cloud, actual.id, tags_to_set(actual.props.get("tags"), props.get("tags")))
         return dict(actual.attrs)
 
@@ -153,7 +165,11 @@ class SSHKey:
 # LaunchTemplate
 
 _LT_NOT_FOUND = frozenset(
-    {"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException", "InvalidLaunchTemplateId.Malformed"}
+    {
+        "InvalidLaunchTemplateId.NotFound",
+        "InvalidLaunchTemplateName.NotFoundException",
+        "InvalidLaunchTemplateId.Malformed",
+    }
 )
 
 
@@ -188,7 +204,12 @@ def _launch_template_data(cloud: Any, props: dict[str, Any]) -> dict[str, Any]:
     groups = sorted(props.get("security_groups") or [])
     if props.get("associate_public_ip"):
         data["NetworkInterfaces"] = [
-            {"DeviceIndex": 0, "AssociatePublicIpAddress": True, "DeleteOnTermination": True, "Groups": groups}
+            {
+                "DeviceIndex": 0,
+                "AssociatePublicIpAddress": True,
+                "DeleteOnTermination": True,
+                "Groups": groups,
+            }
         ]
     elif groups:
         data["SecurityGroupIds"] = groups
@@ -310,12 +331,18 @@ class LaunchTemplate:
                 version = (answer.get("LaunchTemplateVersions") or [{}])[0]
             name = str(template["LaunchTemplateName"])
             want = wanted.get(name)
-            props = _launch_template_props(version.get("LaunchTemplateData") or {}, cloud.tag_dict(template.get("Tags")))
+            props = _launch_template_props(
+                version.get("LaunchTemplateData") or {}, cloud.tag_dict(template.get("Tags"))
+            )
             props = project(props, want, nested=("root_volume", "metadata_options"))
             desired_root = want.props.get("root_volume") if want is not None else None
-            if isinstance(desired_root, Mapping) and desired_root.get("device_name") is None:
-                if isinstance(props.get("root_volume"), dict):
-                    props["root_volume"]["device_name"] = None
+            root = props.get("root_volume")
+            if (
+                isinstance(desired_root, Mapping)
+                and desired_root.get("device_name") is None
+                and isinstance(root, dict)
+            ):
+                root["device_name"] = None  # "the image's root device": not compared
             attrs = {
                 "id": template_id,
                 "name": name,
@@ -350,19 +377,23 @@ class LaunchTemplate:
             "version": str(template["DefaultVersionNumber"]),
         }
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         attrs = dict(actual.attrs)
         _create_ec2_tags(cloud, actual.id, tags_to_set(actual.props.get("tags"), props.get("tags")))
-        data_props = {k: v for k, v in props.items() if k != "tags"}
-        current_props = {k: v for k, v in actual.props.items() if k != "tags"}
-        if not (changed_props(changes) - {"tags"}) and data_props == current_props:
+        if changes and not changed_props(changes) - {"tags"}:
+            return attrs  # only tags changed: no new version
+        if not changes and _normalized(props) == _normalized(actual.props):
             return attrs
         data = _launch_template_data(cloud, props)
         kwargs: dict[str, Any] = {"LaunchTemplateId": actual.id, "LaunchTemplateData": data}
         current = _current_data_fields(actual.props)
         if current <= set(data):
             kwargs["SourceVersion"] = str(actual.attrs["version"])
-        kwargs["ClientToken"] = client_token(cloud.cluster_name, actual.name, data, kwargs.get("SourceVersion"))
+        kwargs["ClientToken"] = client_token(
+            cloud.cluster_name, actual.name, data, kwargs.get("SourceVersion")
+        )
         response = cloud.ec2.create_launch_template_version(**kwargs)
         version = str(response["LaunchTemplateVersion"]["VersionNumber"])
         cloud.ec2.modify_launch_template(LaunchTemplateId=actual.id, DefaultVersion=version)
@@ -375,6 +406,12 @@ class LaunchTemplate:
         except ClientError as exc:
             if error_code(exc) not in _LT_NOT_FOUND:
                 raise
+
+
+def _normalized(props: dict[str, Any]) -> dict[str, Any]:
+    shaped = {k: v for k, v in props.items() if k != "tags"}
+    shaped["security_groups"] = sorted(shaped.get("security_groups") or [])
+    return shaped
 
 
 def _current_data_fields(props: dict[str, Any]) -> set[str]:
@@ -438,7 +475,9 @@ class AutoScalingGroup:
                 continue
             name = str(group["AutoScalingGroupName"])
             template = group.get("LaunchTemplate") or (
-                (group.get("MixedInstancesPolicy") or {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification")
+                (group.get("MixedInstancesPolicy") or {})
+                .get("LaunchTemplate", {})
+                .get("LaunchTemplateSpecification")
                 or {}
             )
             props = {
@@ -497,7 +536,9 @@ class AutoScalingGroup:
         arn = str(groups[0].get("AutoScalingGroupARN", "")) if groups else ""
         return {"id": name, "name": name, "arn": arn}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         name = actual.name
         have = actual.props
         kwargs: dict[str, Any] = {}
@@ -599,7 +640,7 @@ class EBSVolume:
                 "throughput": volume.get("Throughput"),
                 "tags": tags,
             }
-            attrs = {"id": str(volume["VolumeId"]), "state": volume.get("State")}
+            attrs = {"id": str(volume["VolumeId"])}
             found.append(Actual(self.kind, name, attrs, project(props, wanted.get(name))))
         return found
 
@@ -619,17 +660,19 @@ class EBSVolume:
             kwargs["TagSpecifications"] = cloud.tag_specifications("volume", tags)
         kwargs["ClientToken"] = client_token(cloud.cluster_name, desired.name, kwargs)
         response = cloud.ec2.create_volume(**kwargs)
-        return {"id": str(response["VolumeId"]), "state": response.get("State")}
+        return {"id": str(response["VolumeId"])}
 
-    def update(self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]) -> dict[str, Any]:
+    def update(
+        self, cloud: Any, actual: Actual, props: dict[str, Any], changes: list[FieldChange]
+    ) -> dict[str, Any]:
         have = actual.props
         kwargs: dict[str, Any] = {}
         size, current_size = props.get("size"), have.get("size")
         if size is not None and current_size is not None and size != current_size:
             if size < current_size:
                 raise PykopsError(
-                    f"cannot shrink EBS volume {actual.name} ({actual.id}) from {current_size} GiB to {size} GiB: "
-                    "EBS volumes can only grow",
+                    f"cannot shrink EBS volume {actual.name} ({actual.id}) from {current_size} GiB "
+                    f"to {size} GiB: EBS volumes can only grow",
                     hint=f"set the etcd volume size back to {current_size} or more",
                 )
             kwargs["Size"] = size
@@ -649,7 +692,9 @@ class EBSVolume:
             if code == "InvalidVolume.NotFound":
                 return
             if code == "VolumeInUse":
-                raise RetryableError(f"EBS volume {actual.name} ({actual.id}) is still attached", code=code) from exc
+                raise RetryableError(
+                    f"EBS volume {actual.name} ({actual.id}) is still attached", code=code
+                ) from exc
             raise
 
 

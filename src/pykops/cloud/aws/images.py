@@ -94,7 +94,10 @@ def resolve_images(cloud: Any, names: list[str]) -> dict[str, Image]:
     result: dict[str, Image] = {}
 
     if ids:
-        found = {str(raw["ImageId"]): raw for raw in _describe(cloud, Filters=[{"Name": "image-id", "Values": ids}])}
+        found = {
+            str(raw["ImageId"]): raw
+            for raw in _describe(cloud, Filters=[{"Name": "image-id", "Values": ids}])
+        }
         for spec in ids:
             if spec not in found:
                 raise _not_found(spec, cloud.region)

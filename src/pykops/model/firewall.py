@@ -52,7 +52,7 @@ def _rule(
 def _icmp_pmtu(ctx: ModelContext, group: str, cidr: str) -> Resource:
     # IPv4: type 3 (destination unreachable) code 4 (fragmentation needed); IPv6: type 2 (packet too big).
     if ipaddress.ip_network(cidr, strict=False).version == 6:
-        return _rule(ctx, group, "ingress", "58", 2, 0, cidr=cidr)
+        return _rule(ctx, group, "ingress", "icmpv6", 2, 0, cidr=cidr)
     return _rule(ctx, group, "ingress", "icmp", 3, 4, cidr=cidr)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
 
 ELB_NAME_MAX = 32
 
@@ -19,9 +21,43 @@ def elb_name(prefix: str, cluster: str) -> str:
     return f"{prefix}-{middle}-{digest}"
 
 
-def rule_name(group: str, direction: str, protocol: str, from_port: int, to_port: int, source: str) -> str:
-    """The logical name of a security-group rule: its content, so actual rules match desired ones."""
-    return f"{group}/{direction}/{protocol}/{from_port}-{to_port}/{source}"
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
+_PORT_PROTOCOLS = frozenset({"tcp", "udp", "icmp", "icmpv6"})
+
+
+def canonical_protocol(protocol: str | int) -> str:
+    """The protocol as EC2 reports it: ``tcp``/``udp``/``icmp``/``icmpv6``, ``-1`` (all), or a number."""
+    text = str(protocol).strip().lower()
+    return _PROTOCOL_NAMES.get(text, text)
+
+
+def has_ports(protocol: str | int) -> bool:
+    """Whether ``from_port``/``to_port`` mean something for this protocol (ICMP: type and code)."""
+    return canonical_protocol(protocol) in _PORT_PROTOCOLS
+
+
+def rule_name(
+    group_name: str,
+    direction: str,
+    protocol: str | int,
+    from_port: int | None,
+    to_port: int | None,
+    source: str,
+) -> str:
+    """The logical name of a security group rule: ``<group>/<direction>/<protocol>/<from>-<to>/<source>``.
+
+    ``source`` is a CIDR (IPv4 or IPv6, written canonically) or the source group's logical name. For
+    protocols without ports (``-1``, ``4``...) and for "every ICMP type" the port part is ``all``; for
+    ICMP, ``from``/``to`` are the type and the code (``icmp/3-4`` is "fragmentation needed").
+    """
+    proto = canonical_protocol(protocol)
+    if not has_ports(proto) or (from_port in (None, -1) and to_port in (None, -1)):
+        ports = "all"
+    else:
+        ports = f"{from_port}-{to_port}"
+    with contextlib.suppress(ValueError):
+        source = str(ipaddress.ip_network(source, strict=False))
+    return f"{group_name}/{direction}/{proto}/{ports}/{source}"
 
 
 def ssh_key_name(cluster: str, md5_hex: str) -> str:

@@ -43,6 +43,7 @@ RETRYABLE_CODES = frozenset(
         "IncorrectState",
         "IncorrectInstanceState",
         "InvalidGroup.InUse",
+        "InvalidIPAddress.InUse",  # an Elastic IP still held by a NAT gateway being deleted
         "ScalingActivityInProgress",
         "InvalidVpcID.NotFound",
         "InvalidSubnetID.NotFound",
@@ -163,7 +164,7 @@ class AwsCloud:
 
     def cluster_filter(self) -> list[dict[str, Any]]:
         """The EC2 filter that selects resources of this cluster (owned or shared)."""
-        return [{"Name": f"tag-key", "Values": [cluster_owned_tag(self.cluster_name)]}]
+        return [{"Name": "tag-key", "Values": [cluster_owned_tag(self.cluster_name)]}]
 
 
 NO_CREDENTIALS = (

@@ -180,7 +180,7 @@ def _launch_template_data(cloud: Any, props: dict[str, Any]) -> dict[str, Any]:
         data["KeyName"] = props["key_name"]
     if props.get("iam_instance_profile"):
         data["IamInstanceProfile"] = {"Arn": props["iam_instance_profile"]}
-    if props.get("user_data") is not None:
+    if props.get("user_data"):
         data["UserData"] = base64.b64encode(str(props["user_data"]).encode()).decode()
     root = props.get("root_volume")
     if root:
@@ -282,28 +282,35 @@ def _launch_template_props(data: dict[str, Any], tags: dict[str, str]) -> dict[s
 class LaunchTemplate:
     """The launch template of an instance group, named ``<ig>.<cluster>``; attr ``version`` is the default.
 
-    find: one ``DescribeLaunchTemplates`` (cluster tag filter) + one ``DescribeLaunchTemplateVersions`` with
-    ``Versions=["$Default"]`` and no template: the default version of every template of the account and
-    region, in pages of 200 (plus one call per cluster template whose default version was missing from that
-    answer, which only happens when a template is created between the two calls).
+    find: one ``DescribeLaunchTemplates`` (cluster tag filter, pages of 200) + one
+    ``DescribeLaunchTemplateVersions`` with ``Versions=["$Default"]`` and no template: the default version of
+    every template of the account and region, in pages of 200 (plus one call per cluster template whose
+    default version was missing from that answer: only a template created between the two calls).
     update: a new version with the full data, made the default. It is based on the current default
     (``SourceVersion``) unless the new data drops a top-level field the current one has (a key pair removed,
     a switch between ``NetworkInterfaces`` and ``SecurityGroupIds``): AWS would carry that field over.
     A ``root_volume.device_name`` of None means "the image's root device" (looked up at create/update) and
-    is not compared.
+    is not compared; a ``user_data`` of None or ``""`` means none.
     """
 
     kind: ClassVar[str] = "LaunchTemplate"
     immutable: ClassVar[frozenset[str]] = frozenset()
     replaceable: ClassVar[bool] = False
     unordered: ClassVar[frozenset[str]] = frozenset({"security_groups"})
+    update_attrs: ClassVar[frozenset[str]] = frozenset({"version"})  # an update makes a new default version
+    #: MaxResults of the two describe calls (AWS allows up to 200).
+    page_size: ClassVar[int] = 200
 
     def find(self, cloud: Any, desired: list[Resource]) -> list[Actual]:
         wanted = _by_name(desired)
         templates = [
             t
             for t in paginate(
-                cloud.ec2, "describe_launch_templates", "LaunchTemplates", Filters=cloud.cluster_filter()
+                cloud.ec2,
+                "describe_launch_templates",
+                "LaunchTemplates",
+                Filters=cloud.cluster_filter(),
+                PaginationConfig={"PageSize": self.page_size},
             )
             if is_owned(cloud.tag_dict(t.get("Tags")), cloud.cluster_name)
         ]
@@ -316,7 +323,7 @@ class LaunchTemplate:
             "describe_launch_template_versions",
             "LaunchTemplateVersions",
             Versions=["$Default"],
-            PaginationConfig={"PageSize": 200},
+            PaginationConfig={"PageSize": self.page_size},
         ):
             if version.get("LaunchTemplateId") in ids and version.get("DefaultVersion", True):
                 defaults[str(version["LaunchTemplateId"])] = version
@@ -343,6 +350,8 @@ class LaunchTemplate:
                 and isinstance(root, dict)
             ):
                 root["device_name"] = None  # "the image's root device": not compared
+            if want is not None and not want.props.get("user_data") and not props.get("user_data"):
+                props["user_data"] = want.props.get("user_data")  # None and "" both mean no user data
             attrs = {
                 "id": template_id,
                 "name": name,
@@ -421,7 +430,7 @@ def _current_data_fields(props: dict[str, Any]) -> set[str]:
         fields.add("KeyName")
     if props.get("iam_instance_profile"):
         fields.add("IamInstanceProfile")
-    if props.get("user_data") is not None:
+    if props.get("user_data"):
         fields.add("UserData")
     if props.get("root_volume"):
         fields.add("BlockDeviceMappings")
@@ -443,8 +452,8 @@ def _current_data_fields(props: dict[str, Any]) -> set[str]:
 class AutoScalingGroup:
     """The auto scaling group of an instance group, named ``<ig>.<cluster>``.
 
-    find: one ``DescribeAutoScalingGroups`` (filter ``tag-key=kubernetes.io/cluster/<cluster>``; one call per
-    page of 100 groups).
+    find: one ``DescribeAutoScalingGroups`` (filter ``tag-key=kubernetes.io/cluster/<cluster>``; one call
+    per page of 100 groups).
     update: one ``UpdateAutoScalingGroup`` for template/version/sizes/subnets,
     ``Attach``/``DetachLoadBalancerTargetGroups`` for target groups, ``CreateOrUpdateTags`` for tags.
     delete: ``ForceDelete`` (terminates the instances), then waits until the group is gone.
@@ -467,6 +476,7 @@ class AutoScalingGroup:
             "describe_auto_scaling_groups",
             "AutoScalingGroups",
             Filters=[{"Name": "tag-key", "Values": [cluster_owned_tag(cloud.cluster_name)]}],
+            PaginationConfig={"PageSize": 100},
         )
         found: list[Actual] = []
         for group in groups:

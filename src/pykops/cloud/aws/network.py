@@ -11,9 +11,7 @@ the model gives, only ever tagged, and never deleted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NoReturn
@@ -23,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pykops.cloud.aws.cloud import classify, cluster_owned_tag, error_code
 from pykops.engine.types import Actual, FieldChange, Kind, Ref, Resource
 from pykops.errors import PykopsError
+from pykops.model.names import canonical_protocol, has_ports, rule_name
 
 # ---------------------------------------------------------------------------------------------------------
 # Helpers
@@ -180,45 +179,6 @@ def _refuse_shared_delete(kind: str, actual: Actual) -> NoReturn:
 # ---------------------------------------------------------------------------------------------------------
 # Security group rule names (shared with the model builder)
 # ---------------------------------------------------------------------------------------------------------
-
-_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": "-1"}
-_PORT_PROTOCOLS = frozenset({"tcp", "udp", "icmp", "icmpv6"})
-
-
-def canonical_protocol(protocol: str | int) -> str:
-    """The protocol as EC2 reports it: ``tcp``/``udp``/``icmp``/``icmpv6``, ``-1`` (all), or a number."""
-    text = str(protocol).strip().lower()
-    return _PROTOCOL_NAMES.get(text, text)
-
-
-def has_ports(protocol: str | int) -> bool:
-    """Whether ``from_port``/``to_port`` mean something for this protocol (ICMP: type and code)."""
-    return canonical_protocol(protocol) in _PORT_PROTOCOLS
-
-
-def rule_name(
-    group_name: str,
-    direction: str,
-    protocol: str | int,
-    from_port: int | None,
-    to_port: int | None,
-    source: str,
-) -> str:
-    """The logical name of a security group rule: ``<group>/<direction>/<protocol>/<from>-<to>/<source>``.
-
-    ``source`` is a CIDR (IPv4 or IPv6, written canonically) or the source group's logical name. For
-    protocols without ports (``-1``, ``4``...) and for "every ICMP type" the port part is ``all``; for
-    ICMP, ``from``/``to`` are the type and the code (``icmp/3-4`` is "fragmentation needed").
-    """
-    proto = canonical_protocol(protocol)
-    if not has_ports(proto) or (from_port in (None, -1) and to_port in (None, -1)):
-        ports = "all"
-    else:
-        ports = f"{from_port}-{to_port}"
-    with contextlib.suppress(ValueError):
-        source = str(ipaddress.ip_network(source, strict=False))
-    return f"{group_name}/{direction}/{proto}/{ports}/{source}"
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Kinds
@@ -719,7 +679,7 @@ class NatGateway(_NetworkKind):
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
         subnet, allocation = str(props["subnet"]), str(props["allocation"])
         salt = ""
-        for _ in range(5):
+        for _attempt in range(5):
             token = self.client_token(cloud.cluster_name, desired.name, subnet, allocation, salt)
             response = _call(
                 cloud.ec2.create_nat_gateway,
@@ -734,6 +694,8 @@ class NatGateway(_NetworkKind):
             # The token was used by a gateway that has since been deleted (the same create done earlier):
             # derive the next token from it, deterministically, so this path is also retry-safe.
             salt = str(nat["NatGatewayId"])
+        else:
+            raise PykopsError(f"NAT gateway {desired.name}: every create returned a deleted gateway ({salt})")
         nat_id = str(nat["NatGatewayId"])
         self._wait(cloud, nat_id, "available", nat.get("State"))
         return {"id": nat_id}
@@ -760,11 +722,11 @@ class NatGateway(_NetworkKind):
             try:
                 gateways = cloud.ec2.describe_nat_gateways(NatGatewayIds=[nat_id]).get("NatGateways", [])
             except ClientError as exc:
-                if _is_gone(exc) and target == "deleted":
-                    return
-                if not _is_gone(exc):  # a new gateway may not be visible yet: poll again
+                if not _is_gone(exc):
                     _raise(exc)
-                gateways = []
+                if target == "deleted":
+                    return
+                gateways = []  # a new gateway may not be visible yet (eventual consistency): poll again
             except BotoCoreError as exc:
                 _raise(exc)
             if not gateways and target == "deleted":
@@ -800,27 +762,52 @@ class SecurityGroup(_NetworkKind):
         return found
 
     def create(self, cloud: Any, desired: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        response = _call(
-            cloud.ec2.create_security_group,
-            GroupName=desired.name,
-            Description=props.get("description") or desired.name,
-            VpcId=props["vpc"],
-            TagSpecifications=_tag_spec(cloud, "security-group", desired, props),
-        )
-        group_id = str(response["GroupId"])
-        # The model emits every egress rule itself: remove the allow-all rule(s) AWS adds to a new group.
+        try:
+            response = cloud.ec2.create_security_group(
+                GroupName=desired.name,
+                Description=props.get("description") or desired.name,
+                VpcId=props["vpc"],
+                TagSpecifications=_tag_spec(cloud, "security-group", desired, props),
+            )
+            group_id = str(response["GroupId"])
+        except ClientError as exc:
+            if error_code(exc) != "InvalidGroup.Duplicate":
+                _raise(exc)
+            group_id = self._adopt(cloud, desired.name, str(props["vpc"]), exc)
+        except BotoCoreError as exc:
+            _raise(exc)
+        # The model emits every egress rule itself: remove the allow-all rules AWS adds to a new group.
         rules = _describe(
             cloud,
             "describe_security_group_rules",
             "SecurityGroupRules",
             Filters=[{"Name": "group-id", "Values": [group_id]}],
         )
-        egress = sorted(r["SecurityGroupRuleId"] for r in rules if r.get("IsEgress"))
-        if egress:
+        default = sorted(
+            r["SecurityGroupRuleId"]
+            for r in rules
+            if r.get("IsEgress")
+            and str(r.get("IpProtocol")) == "-1"
+            and (r.get("CidrIpv4") == "0.0.0.0/0" or r.get("CidrIpv6") == "::/0")
+        )
+        if default:
             _call_unless_gone(
-                cloud.ec2.revoke_security_group_egress, GroupId=group_id, SecurityGroupRuleIds=egress
+                cloud.ec2.revoke_security_group_egress, GroupId=group_id, SecurityGroupRuleIds=default
             )
         return {"id": group_id}
+
+    @staticmethod
+    def _adopt(cloud: Any, name: str, vpc: str, exc: ClientError) -> str:
+        """The group a previous attempt of this create made (its answer lost), if it is the cluster's."""
+        filters = [{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": [name]}]
+        owned_key = cluster_owned_tag(cloud.cluster_name)
+        for group in _describe(cloud, "describe_security_groups", "SecurityGroups", Filters=filters):
+            if _tags(cloud, group).get(owned_key) == "owned":
+                return str(group["GroupId"])
+        raise PykopsError(
+            f"a security group named {name} already exists in {vpc} and is not tagged {owned_key}=owned",
+            hint="delete or rename it, or tag it for the cluster",
+        ) from exc
 
     def delete(self, cloud: Any, actual: Actual) -> None:
         if _is_shared(cloud, actual):

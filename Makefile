@@ -28,7 +28,7 @@ test: lint typecheck unit
 
 # Regenerate golden files after an intended change; review the diff before committing.
 golden: install
-	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py
+	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py tests/test_golden_plan.py
 
 demo: install
 	$(BIN)/python -m pykops.demo

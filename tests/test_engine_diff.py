@@ -250,9 +250,15 @@ def shared_world() -> tuple[list[Resource], list[Actual]]:
 def test_shared_resources_are_never_touched_and_refs_resolve_to_them() -> None:
     desired, actual = shared_world()
     changes = plan_changes(desired, actual, KINDS)
-    assert keys(changes) == [("create", "RouteTable", "c")]
-    # Found under the desired name too.
-    actual[0] = Actual("VPC", "c", {"id": "vpc-123"}, {"id": "vpc-123"})
+    # Only the ownership tag the model asks for is added; the owner's tags and props are left alone.
+    assert keys(changes) == [("update", "VPC", "c"), ("create", "RouteTable", "c")]
+    assert [(f.path, f.old, f.new) for f in changes[0].fields] == [
+        ("tags.kubernetes.io/cluster/c", None, "shared")
+    ]
+    # Found under the desired name too; already tagged: nothing to do.
+    actual[0] = Actual(
+        "VPC", "c", {"id": "vpc-123"}, {"id": "vpc-123", "tags": {"kubernetes.io/cluster/c": "shared"}}
+    )
     assert keys(plan_changes(desired, actual, KINDS)) == [("create", "RouteTable", "c")]
     # By name, when the shared resource has no id prop.
     desired[0] = Resource("VPC", "c", {"cidr_block": "changed"}, shared=True)

@@ -236,9 +236,9 @@ def test_shared_vpc_is_referenced_not_owned() -> None:
     vpc = next(r for r in resources if r.kind == "VPC")
     assert vpc.shared and vpc.props == {"id": "vpc-0123456789abcdef0"}
     subnets = [r for r in resources if r.kind == "Subnet"]
-    assert all(
-        s.shared and s.props["tags"][f"kubernetes.io/cluster/{cluster.name}"] == "shared" for s in subnets
-    )
+    # Only the ownership tag is added to a shared subnet: its Name and other tags are the owner's.
+    wanted = {f"kubernetes.io/cluster/{cluster.name}": "shared"}
+    assert all(s.shared and s.props["tags"] == wanted for s in subnets)
     assert not any(r.kind in ("InternetGateway", "RouteTable", "DHCPOptions") for r in resources)
 
 

@@ -99,9 +99,7 @@ def validate_before_populate(cluster: Cluster, groups: list[InstanceGroup] | Non
     validate_cluster_name(cluster.name)
     for group in groups or []:
         if group.spec.role is None:
-            raise SpecError(
-                f'InstanceGroup "{group.name}": spec.role is required ({ROLES_HINT})'
-            )
+            raise SpecError(f'InstanceGroup "{group.name}": spec.role is required ({ROLES_HINT})')
     provider = cluster.spec.cloud_provider
     if provider is not None and provider != "aws":
         raise SpecError(f"spec.cloudProvider: {provider!r} is not supported; pykops supports aws")

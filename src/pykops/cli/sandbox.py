@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -72,8 +73,11 @@ def up(directory: Path | None, port: int, region: str) -> None:
             info(f"--region {region} ignored: run `pykops sandbox down` first to change it")
     else:
         info(f"Log: {sandbox.path(LOG_FILE)}")
-    info(f'Use it in this shell: eval "$(pykops sandbox up)"  (or: source {sandbox.path("env")})')
-    info("Stop it: pykops sandbox down")
+    where = (
+        "" if sandbox.directory == Sandbox().directory else f" --dir {shlex.quote(str(sandbox.directory))}"
+    )
+    info(f'Use it in this shell: eval "$(pykops sandbox up{where})"  (or: source {sandbox.path("env")})')
+    info(f"Stop it: pykops sandbox down{where}")
     click.echo(sandbox.env_text(state), nl=False)
 
 

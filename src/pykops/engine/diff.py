@@ -273,7 +273,24 @@ def plan_changes(desired: list[Resource], actual: list[Actual], kinds: Mapping[s
     for key in graph.order():
         resource = graph.resources[key]
         if resource.shared:
+            # Never created, changed or deleted; only the tags the model asks for may be added (kops tags
+            # shared subnets kubernetes.io/cluster/<name>=shared so the cloud controller can use them).
             status[key] = None
+            current = found.get(key)
+            wanted_tags = resource.props.get("tags")
+            if current is not None and wanted_tags:
+                tag_fields = compare_props({"tags": current.props.get("tags") or {}}, {"tags": wanted_tags})
+                if tag_fields:
+                    changes.append(
+                        Change(
+                            "update",
+                            resource.kind,
+                            resource.name,
+                            desired=resource,
+                            actual=current,
+                            fields=tag_fields,
+                        )
+                    )
             continue
         kind = kinds[resource.kind]
         props = resolve(resource.props, lookup_for(resource))

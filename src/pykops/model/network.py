@@ -87,7 +87,10 @@ def build_network(ctx: ModelContext) -> list[Resource]:
         if subnet.id:
             out.append(
                 Resource(
-                    "Subnet", logical, {"id": subnet.id, "tags": ctx.tags(logical, shared=True)}, shared=True
+                    "Subnet",
+                    logical,
+                    {"id": subnet.id, "tags": {f"kubernetes.io/cluster/{ctx.name}": "shared"}},
+                    shared=True,
                 )
             )
             continue

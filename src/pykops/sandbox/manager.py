@@ -163,12 +163,15 @@ def _command_line(pid: int) -> str | None:
     return out.stdout.decode(errors="replace").strip() or None
 
 
-def is_emulator(pid: int) -> bool:
-    """Whether ``pid`` is alive and runs the AWS emulator (not some other process that reused the pid)."""
+def is_emulator(pid: int, marker: str = "") -> bool:
+    """Whether ``pid`` is alive and runs the AWS emulator (not some other process that reused the pid).
+
+    ``marker``: a string its command line must contain as well (the sandbox's ready-file path).
+    """
     if not pid_alive(pid):
         return False
     command = _command_line(pid)
-    return command is not None and EMULATOR_MODULE in command
+    return command is not None and EMULATOR_MODULE in command and marker in command
 
 
 def healthy(endpoint_url: str, timeout: float = 2.0) -> bool:
@@ -178,6 +181,16 @@ def healthy(endpoint_url: str, timeout: float = 2.0) -> bool:
             return bool(json.loads(resp.read()).get("status") == "ok")
     except (OSError, ValueError):
         return False
+
+
+def _await_health(endpoint_url: str, seconds: float) -> bool:
+    """Whether the emulator answers its health check within ``seconds`` (it may be busy for a moment)."""
+    deadline = time.monotonic() + seconds
+    while not healthy(endpoint_url):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _stop_pid(pid: int, timeout: float) -> None:
@@ -202,7 +215,7 @@ class Sandbox:
     """The sandbox in ``directory``; see the module docstring."""
 
     def __init__(self, directory: Path | None = None) -> None:
-        self.directory = (directory or default_dir()).expanduser().absolute()
+        self.directory = (directory or default_dir()).expanduser().resolve()
 
     def path(self, name: str) -> Path:
         return self.directory / name
@@ -224,18 +237,26 @@ class Sandbox:
         except (OSError, ValueError, TypeError):
             return None
 
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is the AWS emulator of this sandbox directory."""
+        return is_emulator(pid, str(self.path(READY_FILE)))
+
+    def _started(self) -> SandboxState | None:
+        """The recorded state if its emulator process is alive (healthy or not)."""
+        state = self.recorded_state()
+        if state is None or state.pid != self.recorded_pid() or not self._is_ours(state.pid):
+            return None
+        return state
+
     def running(self) -> SandboxState | None:
         """The recorded state if its emulator is alive and answers; ``None`` otherwise."""
-        state = self.recorded_state()
-        if state is None or state.pid != self.recorded_pid() or not is_emulator(state.pid):
-            return None
-        return state if healthy(state.endpoint_url) else None
+        state = self._started()
+        return state if state is not None and healthy(state.endpoint_url) else None
 
     def env(self, state: SandboxState) -> dict[str, str]:
         """The environment that points AWS clients and pykops at the sandbox."""
-        no_proxy = ",".join(
-            part for part in (os.environ.get("NO_PROXY") or os.environ.get("no_proxy"), state.host) if part
-        )
+        hosts = [h for h in (os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or "").split(",") if h]
+        no_proxy = ",".join(hosts if state.host in hosts else [*hosts, state.host])
         return {
             "AWS_ENDPOINT_URL": state.endpoint_url,
             "AWS_DEFAULT_REGION": state.region,
@@ -248,7 +269,22 @@ class Sandbox:
         }
 
     def env_text(self, state: SandboxState) -> str:
-        """``env``'s content: ``export`` lines (and one ``unset``) for ``eval`` or ``source``."""
+        """``env``'s content: ``export`` lines (and one ``unset``) for ``eval`` or ``source``.
+
+        For a running sandbox this is the env file written when it started (rewritten if it is missing).
+        """
+        try:
+            text = self.path(ENV_FILE).read_text()
+            if f"AWS_ENDPOINT_URL={state.endpoint_url}\n" in text:
+                return text
+        except OSError:
+            pass
+        text = self._env_text(state)
+        with contextlib.suppress(OSError):
+            self._write(ENV_FILE, text)
+        return text
+
+    def _env_text(self, state: SandboxState) -> str:
         lines = [f"# {LABEL}: {state.endpoint_url}"]
         lines += [f"export {name}={shlex.quote(value)}" for name, value in self.env(state).items()]
         lines.append("unset " + " ".join(_UNSET))
@@ -286,10 +322,12 @@ class Sandbox:
     ) -> tuple[SandboxState, bool]:
         """Start, wait for and seed the emulator unless it runs; return its state and whether it started."""
         with self._locked():
-            state = self.running()
+            state = self._started()
             if state is not None:
-                return state, False
-            self._clear(progress)
+                if _await_health(state.endpoint_url, 10.0):
+                    return state, False
+                progress(f"The AWS emulator (pid {state.pid}) does not answer; restarting it")
+            self._clear()
             if importlib.util.find_spec("moto") is None:
                 raise SandboxError(
                     "the sandbox needs moto, which is not installed", hint="pip install 'pykops[test]'"
@@ -315,7 +353,7 @@ class Sandbox:
                     f"{len(result.policies)} AWS managed policies checked, "
                     f"state store {state.state_store} (versioned, encrypted)"
                 )
-                self._write(ENV_FILE, self.env_text(state))
+                self._write(ENV_FILE, self._env_text(state))
                 self._write(STATE_FILE, json.dumps(asdict(state), indent=2) + "\n")
             except BaseException:
                 with contextlib.suppress(SandboxError):
@@ -326,11 +364,13 @@ class Sandbox:
 
     def down(self, timeout: float = _STOP_TIMEOUT) -> int | None:
         """Stop the emulator (SIGTERM; SIGKILL after ``timeout`` s); return its pid, ``None`` if none ran."""
+        if not self.directory.is_dir():
+            return None
         with self._locked():
             state = self.recorded_state()
             pid = self.recorded_pid() or (state.pid if state is not None else None)
             stopped = None
-            if pid is not None and is_emulator(pid):
+            if pid is not None and self._is_ours(pid):
                 _stop_pid(pid, timeout)
                 stopped = pid
             self._remove_files()
@@ -347,7 +387,7 @@ class Sandbox:
                 Component("aws-emulator", "stopped", None, "-"),
                 Component("state-store", "-", None, store),
             ]
-        if not is_emulator(pid):
+        if not self._is_ours(pid):
             return [
                 Component("aws-emulator", "stopped (stale pid file)", None, endpoint),
                 Component("state-store", "-", None, store),
@@ -438,11 +478,10 @@ class Sandbox:
                 )
             time.sleep(0.05)
 
-    def _clear(self, progress: Callable[[str], None]) -> None:
-        """Before a start: stop a recorded emulator that no longer answers, and forget stale files."""
+    def _clear(self) -> None:
+        """Before a start: stop a recorded emulator of ours that does not answer, and forget stale files."""
         pid = self.recorded_pid()
-        if pid is not None and is_emulator(pid):
-            progress(f"The AWS emulator (pid {pid}) does not answer; stopping it")
+        if pid is not None and self._is_ours(pid):
             _stop_pid(pid, _STOP_TIMEOUT)
         self._remove_files()
 

@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: install
 	$(BIN)/mypy src/pykops
@@ -29,6 +29,10 @@ test: lint typecheck unit
 # Regenerate golden files after an intended change; review the diff before committing.
 golden: install
 	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py tests/test_golden_plan.py
+
+# Benchmarks (not run by `make test`): AWS calls and wall time of create / no-op update / delete.
+bench: install
+	$(BIN)/python bench/bench_update.py
 
 demo: install
 	$(BIN)/python -m pykops.demo

@@ -1,0 +1,203 @@
+"""update cluster / delete cluster end to end against the AWS emulator (moto's server over HTTP).
+
+The tutorial's HA cluster is created with ``create cluster --yes``; its resources are counted by type with
+plain boto3 calls (not through pykops' kinds); a second update changes nothing and makes no mutating call;
+edits give minimal plans; delete leaves nothing tagged for the cluster while another cluster survives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import pytest
+
+from pykops.cli.main import main
+from pykops.ops.update import apply_plan, plan_cluster
+from pykops.sandbox.aws_emulator import AwsEmulator
+from pykops.sandbox.seed import seed
+from pykops.state.registry import ClusterRegistry
+from pykops.state.store import open_store
+
+REGION = "eu-west-1"
+NAME = "proyecto.k8s.local"
+OTHER = "other.k8s.local"
+BUCKET = "pykops-it-state"
+STATE = f"s3://{BUCKET}"
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl it@pykops\n"
+TUTORIAL = [
+    "--zones=eu-west-1a,eu-west-1b,eu-west-1c",
+    "--master-zones=eu-west-1a,eu-west-1b,eu-west-1c",
+    "--master-count=3",
+    "--node-count=1",
+    "--node-size=t2.small",
+    "--master-size=t2.small",
+    "--networking=kubenet",
+]
+
+
+@pytest.fixture
+def cloud_env(aws_env: AwsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    aws_env.reset()
+    seed(aws_env.endpoint_url, REGION, state_bucket=BUCKET)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    key = tmp_path / "proyecto.pub"
+    key.write_text(PUBKEY)
+    return key
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> str:
+    code = main(["--state", STATE, *args])
+    out, err = capsys.readouterr()
+    assert code == expect, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+    return out
+
+
+def tagged(cluster: str) -> Counter[str]:
+    """Every live resource carrying the cluster's ownership tag, by type, straight from boto3."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    tag = [{"Name": f"tag:kubernetes.io/cluster/{cluster}", "Values": ["owned"]}]
+    counts: Counter[str] = Counter()
+    counts["vpc"] = len(ec2.describe_vpcs(Filters=tag)["Vpcs"])
+    counts["subnet"] = len(ec2.describe_subnets(Filters=tag)["Subnets"])
+    counts["internet-gateway"] = len(ec2.describe_internet_gateways(Filters=tag)["InternetGateways"])
+    counts["route-table"] = len(ec2.describe_route_tables(Filters=tag)["RouteTables"])
+    counts["security-group"] = len(ec2.describe_security_groups(Filters=tag)["SecurityGroups"])
+    counts["dhcp-options"] = len(ec2.describe_dhcp_options(Filters=tag)["DhcpOptions"])
+    counts["volume"] = len(
+        [v for v in ec2.describe_volumes(Filters=tag)["Volumes"] if v["State"] not in ("deleting", "deleted")]
+    )
+    counts["key-pair"] = len(ec2.describe_key_pairs(Filters=tag)["KeyPairs"])
+    counts["launch-template"] = len(ec2.describe_launch_templates(Filters=tag)["LaunchTemplates"])
+    instances = ec2.describe_instances(
+        Filters=[
+            *tag,
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )
+    counts["instance"] = sum(len(r["Instances"]) for r in instances["Reservations"])
+    asg = boto3.client("autoscaling", region_name=REGION)
+    groups = asg.describe_auto_scaling_groups(
+        Filters=[{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{cluster}"]}]
+    )["AutoScalingGroups"]
+    counts["autoscaling-group"] = len(groups)
+    elb = boto3.client("elbv2", region_name=REGION)
+    lbs = [lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]]
+    tgs = [tg["TargetGroupArn"] for tg in elb.describe_target_groups()["TargetGroups"]]
+
+    def owned(arns: list[str]) -> int:
+        if not arns:
+            return 0
+        descriptions = elb.describe_tags(ResourceArns=arns)["TagDescriptions"]
+        return sum(
+            1
+            for d in descriptions
+            if any(t["Key"] == f"kubernetes.io/cluster/{cluster}" for t in d.get("Tags", []))
+        )
+
+    counts["load-balancer"] = owned(lbs)
+    counts["target-group"] = owned(tgs)
+    iam = boto3.client("iam", region_name=REGION)
+    counts["iam-role"] = len([r for r in iam.list_roles()["Roles"] if r["RoleName"].endswith(f".{cluster}")])
+    counts["instance-profile"] = len(
+        [
+            p
+            for p in iam.list_instance_profiles()["InstanceProfiles"]
+            if p["InstanceProfileName"].endswith(cluster)
+        ]
+    )
+    return +counts  # drop zero counts
+
+
+def registry() -> ClusterRegistry:
+    return ClusterRegistry(open_store(STATE))
+
+
+def test_tutorial_cluster_lifecycle(cloud_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(
+        capsys, "create", "cluster", f"--name={NAME}", *TUTORIAL, f"--ssh-public-key={cloud_env}", "--yes"
+    )
+    assert "Cluster is starting" in out
+    assert tagged(NAME) == {
+        "vpc": 1,
+        "subnet": 3,
+        "internet-gateway": 1,
+        "route-table": 1,
+        "security-group": 3,
+        "dhcp-options": 1,
+        "volume": 6,
+        "key-pair": 1,
+        "launch-template": 4,
+        "autoscaling-group": 4,
+        "instance": 4,
+        "load-balancer": 1,
+        "target-group": 1,
+        "iam-role": 2,
+        "instance-profile": 2,
+    }
+    ec2 = boto3.client("ec2", region_name=REGION)
+    volumes = ec2.describe_volumes(
+        Filters=[{"Name": f"tag:kubernetes.io/cluster/{NAME}", "Values": ["owned"]}]
+    )["Volumes"]
+    zones = Counter(v["AvailabilityZone"] for v in volumes)
+    assert zones == {"eu-west-1a": 2, "eu-west-1b": 2, "eu-west-1c": 2}
+    assert all(v["Encrypted"] and v["Size"] == 20 and v["VolumeType"] == "gp3" for v in volumes)
+    subnets = ec2.describe_subnets(Filters=[{"Name": "tag:KubernetesCluster", "Values": [NAME]}])["Subnets"]
+    assert sorted(s["CidrBlock"] for s in subnets) == ["172.20.0.0/18", "172.20.128.0/18", "172.20.64.0/18"]
+    state = registry().store
+    assert state.read(f"{NAME}/cluster-completed.spec") is not None
+    assert state.read(f"{NAME}/igconfig/control-plane/master-eu-west-1a/nodeupconfig.yaml") is not None
+    assert state.read(f"{NAME}/igconfig/node/nodes/nodeupconfig.yaml") is not None
+
+    # A second update: nothing to change, and not a single mutating AWS call.
+    plan = plan_cluster(registry(), NAME)
+    assert [(c.action, c.kind, c.name) for c in plan.changes] == []
+    apply_plan(registry(), plan)
+    assert plan.cloud.calls.mutating() == {}
+    out = run(capsys, "update", "cluster", NAME)
+    assert "No changes need to be applied" in out
+
+    # Scaling the node group changes exactly that Auto Scaling group.
+    run(capsys, "edit", "ig", "nodes", f"--name={NAME}", "--set", "spec.minSize=3", "--set", "spec.maxSize=3")
+    out = run(capsys, "update", "cluster", NAME, expect=3)
+    assert "Will modify resources:" in out and "AutoScalingGroup/nodes.proyecto.k8s.local" in out
+    plan = plan_cluster(registry(), NAME)
+    assert [(c.action, c.kind, c.name) for c in plan.changes] == [
+        ("update", "AutoScalingGroup", f"nodes.{NAME}")
+    ]
+    apply_plan(registry(), plan)
+    assert plan.cloud.calls.mutating() == {"autoscaling:UpdateAutoScalingGroup": 1}
+
+    # A new machine type: a new launch-template version, and the advice to roll the group.
+    run(capsys, "edit", "ig", "nodes", f"--name={NAME}", "--set", "spec.machineType=t3.large")
+    out = run(capsys, "update", "cluster", NAME, "--yes")
+    assert "pykops rolling-update cluster" in out and "nodes have a new launch template version" in out
+    templates = ec2.describe_launch_templates(LaunchTemplateNames=[f"nodes.{NAME}"])["LaunchTemplates"]
+    assert templates[0]["DefaultVersionNumber"] == 2
+    assert plan_cluster(registry(), NAME).changes == []
+
+    # Another cluster in the same region, then delete the first: the second stays intact.
+    run(capsys, "create", "cluster", f"--name={OTHER}", "--zones=eu-west-1a", "--yes")
+    other_before = tagged(OTHER)
+    assert other_before["vpc"] == 1 and other_before["autoscaling-group"] == 2
+    out = run(capsys, "delete", "cluster", NAME)
+    assert "Must specify --yes" in out and "VPC" in out and "AutoScalingGroup" in out
+    run(capsys, "delete", "cluster", NAME, "--yes")
+    assert tagged(NAME) == {}
+    assert registry().store.list(f"{NAME}/") == []
+    assert tagged(OTHER) == other_before
+    run(capsys, "delete", "cluster", OTHER, "--yes")
+    assert tagged(OTHER) == {}
+
+
+def test_delete_without_spec_finds_resources_by_tags(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "create", "cluster", "--name=lost.k8s.local", "--zones=eu-west-1b", "--yes")
+    assert tagged("lost.k8s.local")["vpc"] == 1
+    store = registry().store
+    store.delete_prefix("lost.k8s.local/")  # the spec is gone; the cloud resources are not
+    run(capsys, "delete", "cluster", "lost.k8s.local", "--yes", expect=1)  # needs --region without a spec
+    run(capsys, "delete", "cluster", "lost.k8s.local", "--region", REGION, "--yes")
+    assert tagged("lost.k8s.local") == {}

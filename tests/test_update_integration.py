@@ -201,3 +201,33 @@ def test_delete_without_spec_finds_resources_by_tags(
     run(capsys, "delete", "cluster", "lost.k8s.local", "--yes", expect=1)  # needs --region without a spec
     run(capsys, "delete", "cluster", "lost.k8s.local", "--region", REGION, "--yes")
     assert tagged("lost.k8s.local") == {}
+
+
+def test_private_topology_with_bastion(cloud_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "private.k8s.local"
+    run(
+        capsys,
+        "create",
+        "cluster",
+        f"--name={name}",
+        "--zones=eu-west-1a,eu-west-1b,eu-west-1c",
+        "--control-plane-count=3",
+        "--topology=private",
+        "--networking=calico",
+        "--bastion",
+        "--yes",
+    )
+    ec2 = boto3.client("ec2", region_name=REGION)
+    owned = [{"Name": f"tag:kubernetes.io/cluster/{name}", "Values": ["owned"]}]
+    nats = [n for n in ec2.describe_nat_gateways(Filters=owned)["NatGateways"] if n["State"] == "available"]
+    mine = [n for n in nats if any(t["Key"] == "KubernetesCluster" and t["Value"] == name for t in n["Tags"])]
+    assert len(mine) == 3
+    types = Counter(
+        next(t["Value"] for t in s["Tags"] if t["Key"] == "SubnetType")
+        for s in ec2.describe_subnets(Filters=owned)["Subnets"]
+    )
+    assert types == {"Private": 3, "Utility": 3}
+    assert tagged(name)["autoscaling-group"] == 5  # 3 control plane, nodes, bastions
+    assert plan_cluster(registry(), name).changes == []
+    run(capsys, "delete", "cluster", name, "--yes")
+    assert tagged(name) == {}

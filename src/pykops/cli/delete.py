@@ -79,9 +79,8 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
 
         click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
         try:
-            apply(
-                changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress_printer()
-            )
+            progress = progress_printer(len(changes))
+            apply(changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress)
         except ApplyError as exc:
             left, _ = plan_delete(name, region)
             click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +13,7 @@ from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
 from pykops.cli.output import info, warn
 
 if TYPE_CHECKING:
+    from pykops.engine.executor import Event
     from pykops.state.registry import ClusterRegistry
 
 # Documented exit code: `update cluster` without --yes when changes are pending (like `terraform plan
@@ -33,22 +36,26 @@ def command() -> None:
 command.name = "update"
 
 
-def progress_printer() -> Any:
-    """A callback for engine events: one line per finished (or retried, or failed) resource."""
+def progress_printer(total: int) -> Callable[[Event], None]:
+    """Engine events → one line per finished, retried or failed change, with the count and the time."""
+    start = time.monotonic()
+    finished = 0
 
-    def on_event(event: Any) -> None:
-        status = getattr(event, "status", "")
-        if status == "started":
+    def on_event(event: Event) -> None:
+        nonlocal finished
+        if event.status == "started":
             return
-        elapsed = getattr(event, "elapsed", 0.0) or 0.0
-        action = getattr(event, "action", "")
-        target = f"{getattr(event, 'kind', '')}/{getattr(event, 'name', '')}"
+        if event.status in ("done", "failed", "skipped"):
+            finished += 1
         detail = ""
-        if status == "retrying":
-            detail = f" (attempt {getattr(event, 'attempt', '?')}: {getattr(event, 'error', '')})"
-        elif status == "failed":
-            detail = f": {getattr(event, 'error', '')}"
-        info(f"  [{elapsed:6.1f}s] {action:<7} {status:<8} {target}{detail}")
+        if event.status == "retrying":
+            detail = f" (attempt {event.attempt} failed: {event.error}; retrying in {event.delay:.1f}s)"
+        elif event.status == "failed":
+            detail = f": {event.error}"
+        info(
+            f"  [{time.monotonic() - start:6.1f}s {finished:>3}/{total}] {event.action:<7} {event.status:<8} "
+            f"{event.kind}/{event.name}{detail}"
+        )
 
     return on_event
 
@@ -78,7 +85,7 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
         if plan.changes:
             click.echo(render_plan(plan.changes), nl=False)
             click.echo(f"\nApplying: {summary(plan.changes)}.")
-        elapsed = apply_plan(registry, plan, on_event=progress_printer())
+        elapsed = apply_plan(registry, plan, on_event=progress_printer(len(plan.changes)))
     mutating = sum(plan.cloud.calls.mutating().values())
     if not plan.changes:
         click.echo("No changes need to be applied.")

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from pykops.api.models import Cluster, InstanceGroup
 from pykops.api.populate import populate
@@ -21,7 +20,7 @@ from pykops.cloud.aws.cloud import AwsCloud
 from pykops.cloud.aws.images import resolve_images
 from pykops.cloud.aws.kinds import all_kinds
 from pykops.engine.diff import plan_changes
-from pykops.engine.executor import apply
+from pykops.engine.executor import Event, apply
 from pykops.engine.types import Actual, Change, Kind, Resource
 from pykops.errors import SpecError
 from pykops.model.bootstrap import igconfig_key, user_data
@@ -123,7 +122,7 @@ def nodeup_config(cluster: Cluster, group: InstanceGroup) -> str:
 
 
 def apply_plan(
-    registry: ClusterRegistry, plan: ClusterPlan, *, on_event: Callable[[Any], None] | None = None
+    registry: ClusterRegistry, plan: ClusterPlan, *, on_event: Callable[[Event], None] | None = None
 ) -> float:
     start = time.monotonic()
     if plan.changes:

@@ -14,6 +14,7 @@ import yaml
 
 from pykops.api.serialize import load_documents
 from pykops.cli.main import main
+from pykops.sandbox.aws_emulator import AwsEmulator
 
 NAME = "proyecto.k8s.local"
 TUTORIAL = [
@@ -194,7 +195,8 @@ def test_create_and_delete_instancegroup(created: Cli) -> None:
     created("get", "ig", "spot", "--name", NAME, expect=1)
 
 
-def test_delete_cluster_lists_then_deletes(created: Cli, state_dir: Path) -> None:
+def test_delete_cluster_lists_then_deletes(created: Cli, state_dir: Path, aws_env: AwsEmulator) -> None:
+    # Never applied: delete finds no cloud resources (it asks the AWS emulator) and removes the state.
     out, _ = created("delete", "cluster", NAME)
     assert out.splitlines()[0].split() == ["TYPE", "ID", "NAME"]
     assert "instancegroup/nodes" in out and "Must specify --yes" in out
@@ -211,10 +213,13 @@ def test_dry_run_writes_nothing(cli: Cli, state_dir: Path) -> None:
     assert not state_dir.exists() or not any(state_dir.rglob("*"))
 
 
-def test_yes_is_refused_honestly(cli: Cli, state_dir: Path) -> None:
-    _, err = cli("create", "cluster", *TUTORIAL, "--yes", expect=1)
-    assert "not available yet" in err and "nothing was written" in err
-    assert not state_dir.exists() or not any(state_dir.rglob("*"))
+def test_update_without_yes_exits_3_when_changes_are_pending(created: Cli, aws_env: AwsEmulator) -> None:
+    from pykops.sandbox.seed import seed
+
+    seed(aws_env.endpoint_url, "eu-west-1")
+    out, _ = created("update", "cluster", NAME, expect=3)
+    assert "Will create resources:" in out and "Must specify --yes" in out
+    assert "Plan: 63 to create, 0 to modify, 0 to replace, 0 to delete." in out
 
 
 def test_warning_for_small_control_plane(cli: Cli) -> None:

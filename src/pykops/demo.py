@@ -1,11 +1,17 @@
-"""``make demo``: the tutorial's steps that this pykops version can run, each shown with its real output.
+"""``make demo``: the tutorial's cluster, created, inspected, changed and deleted in the local sandbox.
 
-Everything runs against a temporary ``file://`` state store; nothing talks to AWS (applying to the cloud
-arrives with ``update cluster``). Every command is the real CLI, run in-process.
+The sandbox is a simulation of AWS (moto's emulator with pykops' fidelity fixes) on 127.0.0.1; every step
+is the real ``pykops`` command, run in-process, and shows its real output. The sandbox is stopped at the
+end whatever happens, so nothing is left running.
+
+Not in this version (so not in the demo): machines booting with nodeup, the Kubernetes API, validate.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shlex
 import sys
 import tempfile
@@ -13,9 +19,10 @@ from pathlib import Path
 
 from pykops.cli.main import main as pykops
 
+NAME = "proyecto.k8s.local"
 TUTORIAL_FLAGS = [
     "--name",
-    "proyecto.k8s.local",
+    NAME,
     "--master-count",
     "3",
     "--node-count",
@@ -53,71 +60,83 @@ def step(title: str, args: list[str], expect: int = 0) -> None:
         print(f"(exit code {code}, as expected)")
 
 
+def _load_env(exports: str) -> None:
+    """Apply the ``export K=V`` / ``unset K`` lines that ``pykops sandbox up`` prints."""
+    for line in exports.splitlines():
+        words = shlex.split(line)
+        if words[:1] == ["export"]:
+            for word in words[1:]:
+                key, _, value = word.partition("=")
+                os.environ[key] = value
+        elif words[:1] == ["unset"]:
+            for word in words[1:]:
+                os.environ.pop(word, None)
+
+
 def run() -> None:
+    print(
+        _bold("pykops demo — in the local sandbox: a SIMULATION of AWS on 127.0.0.1 (no AWS account is used)")
+    )
     with tempfile.TemporaryDirectory(prefix="pykops-demo-") as tmp:
-        state = f"file://{Path(tmp) / 'state'}"
-        key = Path(tmp) / "proyecto.pub"
-        key.write_text(
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyOnlyForTheDemoNotARealKey00000000000 demo@pykops\n"
-        )
-        print(
-            _bold("pykops demo: the tutorial's cluster spec, in a temporary state store (no AWS is touched)")
-        )
-        print(f"export KOPS_STATE_STORE={state}")
-        base = ["--state", state]
-        step(
-            "The tutorial's v1.8.4 is refused with the supported range",
-            [*base, "create", "cluster", *TUTORIAL_FLAGS, "--kubernetes-version", "v1.8.4"],
-            expect=1,
-        )
-        step(
-            "Two control-plane nodes are refused: etcd needs a majority",
-            [
-                *base,
-                "create",
-                "cluster",
-                *TUTORIAL_FLAGS[:2],
-                "--zones",
-                "eu-west-1a,eu-west-1b",
-                "--master-count",
-                "2",
-            ],
-            expect=1,
-        )
-        step(
-            "The HA cluster's spec (dry run)",
-            [*base, "create", "cluster", *TUTORIAL_FLAGS, "--dry-run", "-o", "yaml"],
-        )
-        step(
-            "Store the spec in the state store",
-            [*base, "create", "cluster", *TUTORIAL_FLAGS, "--ssh-public-key", str(key)],
-        )
-        step("kops get cluster", [*base, "get", "cluster"])
-        step(
-            "Instance groups: one per control-plane zone, one for nodes",
-            [*base, "get", "ig", "--name", "proyecto.k8s.local"],
-        )
-        step(
-            "Scale the node group to 3",
-            [
-                *base,
-                "edit",
-                "ig",
-                "nodes",
-                "--name",
-                "proyecto.k8s.local",
-                "--set",
-                "spec.minSize=3",
-                "--set",
-                "spec.maxSize=3",
-            ],
-        )
-        step("The result", [*base, "get", "ig", "--name", "proyecto.k8s.local"])
-        step("What delete would remove", [*base, "delete", "cluster", "proyecto.k8s.local"])
-        step("Delete the cluster's state", [*base, "delete", "cluster", "proyecto.k8s.local", "--yes"])
-        step("Nothing left", [*base, "get", "clusters"])
+        sandbox = ["sandbox", "up", "--dir", str(Path(tmp) / "sandbox")]
+        print(_bold(f'\n$ eval "$(pykops {shlex.join(sandbox)})"'))
+        exports = io.StringIO()
+        with contextlib.redirect_stdout(exports):
+            code = pykops(sandbox)
+        if code != 0:
+            raise SystemExit(f"could not start the sandbox (exit {code})")
+        print(exports.getvalue(), end="")
+        _load_env(exports.getvalue())
+        os.environ["HOME"] = tmp  # the demo's kubeconfig, keys and caches stay in the temporary directory
+        try:
+            key = Path(tmp) / "proyecto.pub"
+            key.write_text(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl demo@pykops\n"
+            )
+            step(
+                "The tutorial's v1.8.4 is refused with the supported range",
+                ["create", "cluster", *TUTORIAL_FLAGS, "--kubernetes-version", "v1.8.4"],
+                expect=1,
+            )
+            step(
+                "Two control-plane nodes are refused: etcd needs a majority",
+                [
+                    "create",
+                    "cluster",
+                    *TUTORIAL_FLAGS[:2],
+                    "--zones",
+                    "eu-west-1a,eu-west-1b",
+                    "--master-count",
+                    "2",
+                ],
+                expect=1,
+            )
+            step(
+                "Create the HA cluster: 3 control-plane nodes in 3 zones, kubenet, RBAC",
+                ["create", "cluster", *TUTORIAL_FLAGS, "--ssh-public-key", str(key), "--yes"],
+            )
+            step("kops get cluster", ["get", "cluster"])
+            step("Its instance groups", ["get", "ig", "--name", NAME])
+            step(
+                "A second update has nothing to do (and makes no AWS change)",
+                ["update", "cluster", NAME, "--yes"],
+            )
+            step(
+                "Scale the node group to 3",
+                ["edit", "ig", "nodes", "--name", NAME, "--set", "spec.minSize=3", "--set", "spec.maxSize=3"],
+            )
+            step(
+                "The exact plan: only that Auto Scaling group changes", ["update", "cluster", NAME], expect=3
+            )
+            step("Apply it", ["update", "cluster", NAME, "--yes"])
+            step("What delete would remove (found by tags)", ["delete", "cluster", NAME])
+            step("Delete the cluster", ["delete", "cluster", NAME, "--yes"])
+            step("Nothing left", ["get", "clusters"])
+        finally:
+            print(_bold(f"\n$ pykops sandbox down --dir {Path(tmp) / 'sandbox'}"))
+            pykops(["sandbox", "down", "--dir", str(Path(tmp) / "sandbox")])
     print()
-    print(_bold("Demo finished: the temporary state store was removed."))
+    print(_bold("Demo finished: the sandbox is stopped and its files are removed."))
 
 
 if __name__ == "__main__":

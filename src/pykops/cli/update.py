@@ -73,7 +73,7 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
         if not plan.changes:
             click.echo("No changes need to be applied.")
             return 0
-        click.echo(render_plan(plan.changes), nl=False)
+        click.echo(render_plan(plan.changes, plan.kinds), nl=False)
         click.echo(f"\nPlan: {summary(plan.changes)}.")
         click.echo(f"Must specify --yes to apply changes (pykops update cluster {name} --yes)")
         return EXIT_CHANGES_PENDING
@@ -83,8 +83,7 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
         for message in plan.warnings:
             warn(message)
         if plan.changes:
-            click.echo(render_plan(plan.changes), nl=False)
-            click.echo(f"\nApplying: {summary(plan.changes)}.")
+            click.echo(f"Applying: {summary(plan.changes)}.")
         elapsed = apply_plan(registry, plan, on_event=progress_printer(len(plan.changes)))
     mutating = sum(plan.cloud.calls.mutating().values())
     if not plan.changes:

@@ -97,6 +97,13 @@ def tagged(cluster: str) -> Counter[str]:
         )
 
     counts["load-balancer"] = owned(lbs)
+    classic = boto3.client("elb", region_name=REGION)
+    names = [lb["LoadBalancerName"] for lb in classic.describe_load_balancers()["LoadBalancerDescriptions"]]
+    counts["classic-load-balancer"] = sum(
+        1
+        for d in (classic.describe_tags(LoadBalancerNames=names)["TagDescriptions"] if names else [])
+        if any(t["Key"] == f"kubernetes.io/cluster/{cluster}" for t in d.get("Tags", []))
+    )
     counts["target-group"] = owned(tgs)
     iam = boto3.client("iam", region_name=REGION)
     counts["iam-role"] = len([r for r in iam.list_roles()["Roles"] if r["RoleName"].endswith(f".{cluster}")])
@@ -229,5 +236,54 @@ def test_private_topology_with_bastion(cloud_env: Path, capsys: pytest.CaptureFi
     assert types == {"Private": 3, "Utility": 3}
     assert tagged(name)["autoscaling-group"] == 5  # 3 control plane, nodes, bastions
     assert plan_cluster(registry(), name).changes == []
+    run(capsys, "delete", "cluster", name, "--yes")
+    assert tagged(name) == {}
+
+
+def test_resources_made_by_the_cluster_survive_update_and_go_with_delete(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the cloud controller and the EBS CSI driver create carries the cluster's tags: `update cluster`
+    must not prune it, `delete cluster` must remove it (first, so the VPC can go)."""
+    name = "apps.k8s.local"
+    run(capsys, "create", "cluster", f"--name={name}", "--zones=eu-west-1a", "--yes")
+    ec2 = boto3.client("ec2", region_name=REGION)
+    owned = {"Key": f"kubernetes.io/cluster/{name}", "Value": "owned"}
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "tag:KubernetesCluster", "Values": [name]}])["Vpcs"][0]["VpcId"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
+    sg = ec2.create_security_group(
+        GroupName="k8s-elb-a1b2c3",
+        Description="Security group for Kubernetes ELB a1b2c3",
+        VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [owned]}],
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=sg, IpProtocol="tcp", FromPort=80, ToPort=80, CidrIp="0.0.0.0/0"
+    )
+    boto3.client("elb", region_name=REGION).create_load_balancer(
+        LoadBalancerName="a1b2c3",
+        Listeners=[
+            {"Protocol": "TCP", "LoadBalancerPort": 80, "InstanceProtocol": "TCP", "InstancePort": 30080}
+        ],
+        Subnets=[subnet],
+        SecurityGroups=[sg],
+        Tags=[owned],
+    )
+    ec2.create_volume(
+        AvailabilityZone="eu-west-1a",
+        Size=5,
+        VolumeType="gp3",
+        Encrypted=True,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [owned, {"Key": "Name", "Value": "pvc-123"}]}],
+    )
+    before = tagged(name)
+    assert before["classic-load-balancer"] == 1 and before["security-group"] == 4 and before["volume"] == 3
+
+    assert plan_cluster(registry(), name).changes == []  # nothing of the cluster's own is pruned
+    run(capsys, "update", "cluster", name, "--yes")
+    assert tagged(name) == before
+
+    out = run(capsys, "delete", "cluster", name)
+    assert "ClassicLoadBalancer" in out and "a1b2c3" in out and "k8s-elb-a1b2c3" in out
     run(capsys, "delete", "cluster", name, "--yes")
     assert tagged(name) == {}

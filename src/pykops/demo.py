@@ -20,6 +20,7 @@ from pathlib import Path
 from pykops.cli.main import main as pykops
 
 NAME = "proyecto.k8s.local"
+DEMO_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl demo@pykops\n"
 TUTORIAL_FLAGS = [
     "--name",
     NAME,
@@ -90,9 +91,7 @@ def run() -> None:
         os.environ["HOME"] = tmp  # the demo's kubeconfig, keys and caches stay in the temporary directory
         try:
             key = Path(tmp) / "proyecto.pub"
-            key.write_text(
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl demo@pykops\n"
-            )
+            key.write_text(DEMO_KEY)
             step(
                 "The tutorial's v1.8.4 is refused with the supported range",
                 ["create", "cluster", *TUTORIAL_FLAGS, "--kubernetes-version", "v1.8.4"],

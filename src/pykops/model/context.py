@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 from pykops.api.models import Cluster, InstanceGroup
 
+# Marks what pykops created, so `update cluster` never prunes what the cluster itself made (load balancers
+# and security groups of Services, volumes of PersistentVolumes) even though those carry the cluster's tags.
+MANAGED_TAG = "pykops.io/managed-by"
+MANAGED_VALUE = "pykops"
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -53,5 +58,7 @@ class ModelContext:
                 "Name": name,
             }
         )
+        if not shared:
+            tags[MANAGED_TAG] = MANAGED_VALUE
         tags.update(extra or {})
         return tags

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pykops.api.models import Cluster, InstanceGroup
 from pykops.api.populate import populate
@@ -25,7 +26,7 @@ from pykops.engine.types import Actual, Change, Kind, Resource
 from pykops.errors import SpecError
 from pykops.model.bootstrap import igconfig_key, user_data
 from pykops.model.build import build
-from pykops.model.context import ImageInfo, ModelContext
+from pykops.model.context import MANAGED_TAG, MANAGED_VALUE, ImageInfo, ModelContext
 from pykops.state.registry import COMPLETED_SPEC, ClusterRegistry
 from pykops.state.sshkeys import parse_public_key
 
@@ -87,6 +88,43 @@ def find_actual(cloud: AwsCloud, kinds: dict[str, Kind], desired: list[Resource]
         return [actual for future in futures for actual in future.result()]
 
 
+def _ids(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return {i for k, v in value.items() if k != "tags" for i in _ids(v)}
+    if isinstance(value, list):
+        return {i for v in value for i in _ids(v)}
+    return set()
+
+
+def managed_only(desired: list[Resource], actual: list[Actual]) -> list[Actual]:
+    """What ``update cluster`` may prune: resources pykops made, never what the cluster made itself.
+
+    Kept: every actual resource the model names, every one carrying pykops' managed tag, and untagged
+    ones (rules, routes, listeners...) unless they hang off a resource that is not kept. Dropped: tagged
+    resources without the mark, such as a Service's load balancer and security group, or a
+    PersistentVolume's EBS volume, which carry the cluster's tags too. ``delete cluster`` takes them all.
+    """
+    wanted = {r.key for r in desired}
+    dropped_ids: set[str] = set()
+    kept: list[Actual] = []
+    untagged: list[Actual] = []
+    for a in actual:
+        tags = a.props.get("tags")
+        if a.key in wanted or a.shared:
+            kept.append(a)
+        elif isinstance(tags, dict):
+            if tags.get(MANAGED_TAG) == MANAGED_VALUE:
+                kept.append(a)
+            else:
+                dropped_ids.update(str(v) for k, v in a.attrs.items() if k in ("id", "arn"))
+        else:
+            untagged.append(a)
+    kept.extend(a for a in untagged if a.key in wanted or not (_ids(a.props) & dropped_ids))
+    return kept
+
+
 def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None = None) -> ClusterPlan:
     cluster, groups, warnings = load_completed(registry, name)
     cloud = cloud or AwsCloud(name, region_of(cluster))
@@ -103,7 +141,7 @@ def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None
     )
     desired = build(ctx)
     kinds = all_kinds()
-    actual = find_actual(cloud, kinds, desired)
+    actual = managed_only(desired, find_actual(cloud, kinds, desired))
     changes = plan_changes(desired, actual, kinds)
     return ClusterPlan(cluster, groups, desired, actual, changes, kinds, cloud, warnings)
 

@@ -17,7 +17,8 @@ Fidelity fixes
 --------------
 moto is good but not AWS. Where pykops depends on an AWS behaviour that moto 5.2.5 gets wrong, the child
 patches moto before serving; each fix in :data:`FIDELITY_FIXES` names the AWS behaviour it restores and has a
-test in ``tests/test_aws_emulator.py`` that shows that behaviour over HTTP. A fix can be switched off
+test in ``tests/test_aws_emulator.py`` (the fixes of the ``moto_fixes_*`` modules: in
+``tests/test_aws_emulator_ec2.py``) that shows that behaviour over HTTP. A fix can be switched off
 (``--without-fix NAME``, ``AwsEmulator(fixes=...)``) to show what plain moto does.
 
 The child also serves ``GET /_pykops/health`` (``{"status": "ok", "fixes": [...]}``), which is how
@@ -45,12 +46,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
 from pykops.errors import PykopsError
+from pykops.sandbox.fidelity import FidelityFix as FidelityFix
+from pykops.sandbox.moto_fixes_ec2 import EC2_FIXES
+from pykops.sandbox.moto_fixes_elbv2 import ELBV2_FIXES
+from pykops.sandbox.moto_fixes_iam import IAM_FIXES
 
 DEFAULT_REGION = "eu-west-1"
 DEFAULT_HOST = "127.0.0.1"
@@ -69,15 +73,6 @@ class AwsEmulatorError(PykopsError):
 # ---------------------------------------------------------------------------------------------------------
 # Fidelity fixes. They run in the child process only (they import moto).
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FidelityFix:
-    """A patch to moto that restores one documented AWS behaviour."""
-
-    name: str
-    aws_behaviour: str
-    apply: Callable[[], None]
 
 
 def _fix_s3_atomic_requests() -> None:
@@ -698,6 +693,10 @@ FIDELITY_FIXES: tuple[FidelityFix, ...] = (
         "the AWS managed policies (arn:aws:iam::aws:policy/...) exist in every account",
         _fix_iam_aws_managed_policies,
     ),
+    # More EC2, ELBv2 and IAM fixes live in their own modules (tests: tests/test_aws_emulator_ec2.py).
+    *EC2_FIXES,
+    *ELBV2_FIXES,
+    *IAM_FIXES,
 )
 FIX_NAMES: tuple[str, ...] = tuple(fix.name for fix in FIDELITY_FIXES)
 

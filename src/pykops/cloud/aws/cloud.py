@@ -99,7 +99,7 @@ class CallLog:
 class AwsCloud:
     """Clients for one cluster in one region, with call accounting and tag helpers."""
 
-    SERVICES = ("ec2", "iam", "autoscaling", "elbv2", "route53", "sts", "s3")
+    SERVICES = ("ec2", "iam", "autoscaling", "elbv2", "elb", "route53", "sts", "s3")
 
     def __init__(
         self, cluster_name: str, region: str, *, session: boto3.session.Session | None = None

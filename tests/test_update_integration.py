@@ -287,3 +287,38 @@ def test_resources_made_by_the_cluster_survive_update_and_go_with_delete(
     assert "ClassicLoadBalancer" in out and "a1b2c3" in out and "k8s-elb-a1b2c3" in out
     run(capsys, "delete", "cluster", name, "--yes")
     assert tagged(name) == {}
+
+
+def test_public_dns_cluster_gets_api_records(cloud_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "k8s.example.com"
+    route53 = boto3.client("route53", region_name=REGION)
+    zone = route53.create_hosted_zone(Name="example.com", CallerReference="pykops-it")["HostedZone"]["Id"]
+    run(capsys, "create", "cluster", f"--name={name}", "--zones=eu-west-1a", "--yes")
+
+    def records() -> dict[str, str]:
+        sets = route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        return {
+            r["Name"]: r["AliasTarget"]["DNSName"] for r in sets if r["Type"] == "A" and "AliasTarget" in r
+        }
+
+    lb = boto3.client("elbv2", region_name=REGION).describe_load_balancers()["LoadBalancers"]
+    dns_name = next(b["DNSName"] for b in lb if b["LoadBalancerName"].startswith("api-k8s-example-com"))
+    found = records()
+    assert set(found) == {f"api.{name}.", f"api.internal.{name}."}
+    assert all(target.rstrip(".").lower() == dns_name.lower() for target in found.values())
+    assert plan_cluster(registry(), name).changes == []
+    run(capsys, "delete", "cluster", name, "--yes")
+    assert records() == {}
+    assert tagged(name) == {}
+
+
+def test_dns_cluster_without_hosted_zone_is_refused_before_any_change(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--state", STATE, "create", "cluster", "--name=k8s.nozone.org", "--zones=eu-west-1a"])
+    capsys.readouterr()
+    assert code == 0
+    assert main(["--state", STATE, "update", "cluster", "k8s.nozone.org", "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "no public Route53 hosted zone holds k8s.nozone.org" in err
+    assert tagged("k8s.nozone.org") == {}

@@ -7,7 +7,7 @@ from pykops.model.context import ModelContext
 from pykops.model.firewall import build_firewall
 from pykops.model.iam import build_iam
 from pykops.model.network import build_network
-from pykops.model.nodes import build_api_load_balancer, build_etcd_volumes, build_nodes
+from pykops.model.nodes import build_api_load_balancer, build_dns, build_etcd_volumes, build_nodes
 
 
 def build(ctx: ModelContext) -> list[Resource]:
@@ -17,6 +17,7 @@ def build(ctx: ModelContext) -> list[Resource]:
         *build_firewall(ctx),
         *build_iam(ctx),
         *build_api_load_balancer(ctx),
+        *build_dns(ctx),
         *build_etcd_volumes(ctx),
         *build_nodes(ctx),
     ]

@@ -35,6 +35,7 @@ class ModelContext:
     ssh_public_key: str | None = None
     ssh_fingerprint: str | None = None
     user_data: dict[str, str] = field(default_factory=dict)
+    hosted_zone_id: str | None = None
 
     @property
     def name(self) -> str:

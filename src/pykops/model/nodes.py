@@ -188,6 +188,30 @@ def build_api_load_balancer(ctx: ModelContext) -> list[Resource]:
     ]
 
 
+def build_dns(ctx: ModelContext) -> list[Resource]:
+    """``api.<cluster>`` and ``api.internal.<cluster>`` alias records when the cluster uses DNS."""
+    spec = ctx.cluster.spec
+    if ctx.hosted_zone_id is None or spec.api is None or spec.api.load_balancer is None:
+        return []
+    lb = f"api.{ctx.name}"
+    return [
+        Resource(
+            "DNSRecord",
+            f"{prefix}.{ctx.name}",
+            {
+                "hosted_zone_id": ctx.hosted_zone_id,
+                "record_name": f"{prefix}.{ctx.name}.",
+                "type": "A",
+                "alias_target": {
+                    "dns_name": Ref("NetworkLoadBalancer", lb, "dns_name"),
+                    "hosted_zone_id": Ref("NetworkLoadBalancer", lb, "hosted_zone_id"),
+                },
+            },
+        )
+        for prefix in ("api", "api.internal")
+    ]
+
+
 def build_etcd_volumes(ctx: ModelContext) -> list[Resource]:
     """One encrypted volume per member per etcd cluster, in the zone of the member's control-plane group."""
     groups = {g.name: g for g in ctx.groups}

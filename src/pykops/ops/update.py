@@ -18,6 +18,7 @@ from pykops.api.regions import region_of_zone
 from pykops.api.serialize import dump_yaml
 from pykops.api.validate import validate, validate_before_populate
 from pykops.cloud.aws.cloud import AwsCloud
+from pykops.cloud.aws.dns import find_hosted_zone
 from pykops.cloud.aws.images import resolve_images
 from pykops.cloud.aws.kinds import all_kinds
 from pykops.engine.diff import plan_changes
@@ -139,6 +140,9 @@ def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None
         ssh_fingerprint=fingerprint,
         user_data={g.name: user_data(cluster, g) for g in groups},
     )
+    dns = cluster.spec.topology.dns.type if cluster.spec.topology and cluster.spec.topology.dns else "None"
+    if dns in ("Public", "Private"):
+        ctx.hosted_zone_id = find_hosted_zone(cloud, name, cluster.spec.dns_zone, private=dns == "Private")
     desired = build(ctx)
     kinds = all_kinds()
     actual = managed_only(desired, find_actual(cloud, kinds, desired))

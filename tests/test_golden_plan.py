@@ -66,6 +66,8 @@ def _fake_attrs(resource: Resource) -> dict[str, Any]:
         "name": resource.name,
         "arn": f"arn:{ident}",
         "version": "1",
+        "dns_name": f"{ident}.elb.example",
+        "hosted_zone_id": "ZELBZONE",
     }
 
 

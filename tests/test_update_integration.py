@@ -322,3 +322,53 @@ def test_dns_cluster_without_hosted_zone_is_refused_before_any_change(
     err = capsys.readouterr().err
     assert "no public Route53 hosted zone holds k8s.nozone.org" in err
     assert tagged("k8s.nozone.org") == {}
+
+
+def test_shared_vpc_and_subnets_are_used_never_changed_or_deleted(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = "shared.k8s.local"
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(
+        CidrBlock="10.10.0.0/16",
+        TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": "company-vpc"}]}],
+    )["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(
+            VpcId=vpc,
+            CidrBlock=f"10.10.{i}.0/24",
+            AvailabilityZone=zone,
+            TagSpecifications=[
+                {"ResourceType": "subnet", "Tags": [{"Key": "Name", "Value": f"company-{zone}"}]}
+            ],
+        )["Subnet"]["SubnetId"]
+        for i, zone in enumerate(["eu-west-1a", "eu-west-1b"])
+    ]
+    run(
+        capsys,
+        "create",
+        "cluster",
+        f"--name={name}",
+        "--zones=eu-west-1a,eu-west-1b",
+        f"--vpc={vpc}",
+        f"--subnets={','.join(subnets)}",
+        "--control-plane-count=1",
+        "--yes",
+    )
+    found = ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
+    for subnet in found:
+        tags = {t["Key"]: t["Value"] for t in subnet["Tags"]}
+        assert tags[f"kubernetes.io/cluster/{name}"] == "shared"
+        assert tags["Name"].startswith("company-")  # the owner's tags are untouched
+    assert (
+        ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])[
+            "InternetGateways"
+        ]
+        == []
+    )
+    assert tagged(name)["autoscaling-group"] == 2 and "vpc" not in tagged(name)
+    assert plan_cluster(registry(), name).changes == []
+    run(capsys, "delete", "cluster", name, "--yes")
+    assert tagged(name) == {}
+    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["VpcId"] == vpc
+    assert len(ec2.describe_subnets(SubnetIds=subnets)["Subnets"]) == 2

@@ -40,6 +40,13 @@ def aws_emulator() -> Iterator[AwsEmulator]:
         emulator.stop()
 
 
+@pytest.fixture(scope="session")
+def plain_moto() -> Iterator[AwsEmulator]:
+    """moto without any fidelity fix (for the "..._without_fix" twins of the fidelity-fix tests)."""
+    with AwsEmulator(fixes=()) as emulator:
+        yield emulator
+
+
 @pytest.fixture
 def aws_env(
     aws_emulator: AwsEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory

@@ -238,11 +238,6 @@ def test_iam_lifecycle(cloud: AwsCloud) -> None:
         assert kind.find(cloud, [desired[kind.kind]]) == [], kind.kind
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto answers HTTP 500 (ValueError in list.remove) to RemoveRoleFromInstanceProfile when the role "
-    "exists but is no longer in the profile; AWS answers 404 NoSuchEntity, which the delete tolerates",
-)
 def test_iam_instance_profile_role_delete_tolerates_a_removed_role(cloud: AwsCloud) -> None:
     _no_retries(cloud)
     desired = _create_iam(cloud, "nodes")["IAMInstanceProfileRole"]
@@ -348,11 +343,6 @@ def test_ssh_key_lifecycle(cloud: AwsCloud, other: AwsCloud) -> None:
     assert [a.name for a in SSHKey().find(other, [])] == [f"kubernetes.{OTHER}-aa"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto ignores KeyPairId: DeleteKeyPair(KeyPairId='key-...') answers success and deletes nothing "
-    "(moto only reads KeyName); AWS deletes the key pair with that id",
-)
 def test_ssh_key_delete(cloud: AwsCloud) -> None:
     desired = _ssh_key(cloud)
     _create(SSHKey(), cloud, desired)
@@ -451,12 +441,6 @@ def test_launch_template_lifecycle(cloud: AwsCloud) -> None:
     assert LaunchTemplate().find(cloud, [desired]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto's DescribeLaunchTemplates reports the tags a template was created with: tags added later "
-    "with CreateTags(Resources=['lt-...']) are missing from its Tags (the tag-key filter sees them); AWS "
-    "reports the template's current tags",
-)
 def test_launch_template_tags_added_later_are_found(cloud: AwsCloud) -> None:
     net = _net(cloud)
     desired = _launch_template(cloud, net)
@@ -526,12 +510,6 @@ def test_launch_template_find_costs_the_same_for_one_or_five_groups(cloud: AwsCl
         assert found[resource.name].props == resource.props
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto's DescribeLaunchTemplates and DescribeLaunchTemplateVersions(Versions=['$Default']) "
-    "return at most MaxResults items (15 when not given) and never a NextToken, so a paginated caller "
-    "silently misses the rest; AWS returns a NextToken for the next page",
-)
 def test_launch_template_find_follows_pages(cloud: AwsCloud, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LaunchTemplate, "page_size", 3)
     net = _net(cloud)
@@ -558,12 +536,6 @@ def test_launch_template_update_keeps_fields_outside_the_model(cloud: AwsCloud) 
     assert data.get("Monitoring") == {"Enabled": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto ignores ClientToken: a second CreateLaunchTemplate with the same ClientToken and "
-    "parameters fails with InvalidLaunchTemplateName.AlreadyExistsException; AWS returns the template the "
-    "first call made",
-)
 def test_launch_template_create_is_idempotent(cloud: AwsCloud) -> None:
     net = _net(cloud)
     desired = _launch_template(cloud, net)
@@ -834,11 +806,6 @@ def test_ebs_volume_find_costs_the_same_for_one_or_five(cloud: AwsCloud, other: 
     assert [a.name for a in EBSVolume().find(other, [])] == [f"a.etcd-main.{OTHER}"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto ignores ClientToken: a second CreateVolume with the same ClientToken and parameters creates "
-    "another volume; AWS returns the volume the first call made",
-)
 def test_ebs_volume_create_is_idempotent(cloud: AwsCloud) -> None:
     desired = _volume(cloud)
     assert _create(EBSVolume(), cloud, desired) == _create(EBSVolume(), cloud, desired)
@@ -964,12 +931,6 @@ def test_load_balancer_find_calls_and_other_clusters(cloud: AwsCloud, other: Aws
     assert [a.name for a in Listener().find(other, [])] == [f"api.{OTHER}/443"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto gives a network load balancer (CreateLoadBalancer Type=network) the ARN of an application "
-    "load balancer, ...:loadbalancer/app/<name>/<id> (listeners: listener/app/...); AWS uses "
-    "loadbalancer/net/ and listener/net/",
-)
 def test_network_load_balancer_arn(cloud: AwsCloud) -> None:
     lb = _create(NetworkLoadBalancer(), cloud, _load_balancer(cloud, _net(cloud)))
     assert ":loadbalancer/net/" in lb["arn"]

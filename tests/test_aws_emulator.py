@@ -316,17 +316,10 @@ def test_bucket_policy_denial_without_fix(slow_writes_plain_moto: AwsEmulator) -
 
 # --- EC2, Auto Scaling and IAM fidelity fixes -------------------------------------------------------------
 # Each test shows the AWS behaviour on the session emulator (all fixes); its "..._without_fix" twin shows
-# what plain moto (no fixes) does instead. When a "..._without_fix" test fails, moto has fixed the behaviour
-# and the fix can be retired.
+# what plain moto (no fixes: the plain_moto fixture of conftest.py) does instead. When a "..._without_fix"
+# test fails, moto has fixed the behaviour and the fix can be retired.
 
 ACCOUNT = "123456789012"  # moto's default account: the one the fake credentials act as
-
-
-@pytest.fixture(scope="module")
-def plain_moto() -> Iterator[AwsEmulator]:
-    """moto without any fidelity fix."""
-    with AwsEmulator(fixes=()) as emulator:
-        yield emulator
 
 
 def _aws(endpoint_url: str, service: str, **credentials: str) -> Any:

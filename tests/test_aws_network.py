@@ -350,17 +350,11 @@ def test_dhcp_options_association_update_switches_the_set(cloud: AwsCloud) -> No
     assert old.props["domain_name"] == "a.internal"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto gap: AssociateDhcpOptions does not release the previous set, whose delete then fails "
-    "with DependencyViolation (AWS deletes a set no VPC uses)",
-)
 def test_dhcp_options_replaced_set_can_be_deleted(cloud: AwsCloud) -> None:
     old, _second = _switch_dhcp_options(cloud)
     DHCPOptions().delete(cloud, old)
 
 
-@pytest.mark.xfail(strict=True, reason="moto gap: CreateDhcpOptions ignores TagSpecifications")
 def test_dhcp_options_create_is_tagged(cloud: AwsCloud) -> None:
     c = cloud.cluster_name
     props = {
@@ -595,10 +589,6 @@ def test_private_route_to_nat_gateway_and_nat_lifecycle(cloud: AwsCloud) -> None
     eip_kind.delete(cloud, eip)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto gap: DeleteNatGateway of an unknown id fails with HTTP 500 (AWS: NatGatewayNotFound)",
-)
 def test_nat_gateway_delete_of_unknown_gateway_is_fine(cloud: AwsCloud) -> None:
     impatient = new_cloud(cloud.cluster_name)
     impatient._config = Config(retries={"max_attempts": 1, "mode": "standard"})  # moto answers 500
@@ -691,10 +681,6 @@ def test_nat_gateway_client_token_is_deterministic() -> None:
     assert token not in others and len(others) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto gap: CreateNatGateway ignores ClientToken (AWS returns the gateway of the first request)",
-)
 def test_nat_gateway_create_retried_does_not_duplicate(cloud: AwsCloud) -> None:
     net = Net(cloud)
     subnet = net.subnet(f"utility-{ZONE}", 1, subnet_type="Utility")
@@ -815,11 +801,6 @@ def test_security_group_rule_protocol_spellings_match(cloud: AwsCloud) -> None:
         assert diff(kind, actual[r.name], resolved(r, ids)) == [], r.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto gap: AuthorizeSecurityGroupIngress with a protocol number without ports (e.g. 4, IP-in-IP) "
-    "and no FromPort/ToPort fails with HTTP 500 (int(None)); AWS accepts it (all ports)",
-)
 def test_security_group_rule_protocol_number(cloud: AwsCloud) -> None:
     net = Net(cloud)
     group, group_id = net.group("masters")
@@ -991,7 +972,6 @@ def test_find_returns_only_this_clusters_resources(aws_env: AwsEmulator) -> None
         assert theirs_names and all("theirs.k8s.local" in n for n in theirs_names), (kind.kind, theirs_names)
 
 
-@pytest.mark.xfail(strict=True, reason="moto gap: DescribeNatGateways ignores tag filters (Filter=tag-key)")
 def test_emulator_filters_nat_gateways_by_tag(aws_env: AwsEmulator) -> None:
     """Plain boto3. The kinds also check the cluster tag of what they read, so they are not affected."""
     aws_env.reset()

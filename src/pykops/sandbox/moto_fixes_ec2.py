@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import copy
 import sys
 import threading
 from typing import Any
@@ -233,7 +234,8 @@ def _idempotent(handler: Any, action: str) -> Any:
         token = self._get_param("ClientToken")
         if not token:
             return handler(self)
-        params = {key: value for key, value in self._get_params().items() if key not in _IGNORED_PARAMS}
+        # A deep copy: moto's handlers modify the parsed parameters (CreateLaunchTemplate adds UserData).
+        params = copy.deepcopy({k: v for k, v in self._get_params().items() if k not in _IGNORED_PARAMS})
         backend = self.ec2_backend
         with _CLIENT_TOKEN_LOCK:
             # In the backend's __dict__: moto's reset (which rebuilds it) forgets the tokens too.

@@ -70,6 +70,10 @@ class AliasGroup(click.Group):
         "instancegroups": "instancegroup",
         "ig": "instancegroup",
         "igs": "instancegroup",
+        "keypairs": "keypair",
+        "secrets": "secret",
+        "sshpublickeys": "sshpublickey",
+        "kubecfg": "kubeconfig",
     }
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -133,10 +137,11 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from pykops.cli import create, delete, edit, get, replace, sandbox, update
+    from pykops.cli import create, delete, edit, get, keys, replace, sandbox, update
 
-    for module in (create, get, edit, replace, delete, update, sandbox):
+    for module in (create, get, edit, replace, delete, update, keys, sandbox):
         cli.add_command(module.command)
+    cli.add_command(__import__("pykops.cli.nodeup", fromlist=["command"]).command)
 
 
 _register()

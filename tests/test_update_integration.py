@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from pykops.cli.main import main
 from pykops.ops.update import apply_plan, plan_cluster
@@ -126,6 +127,14 @@ def test_tutorial_cluster_lifecycle(cloud_env: Path, capsys: pytest.CaptureFixtu
         capsys, "create", "cluster", f"--name={NAME}", *TUTORIAL, f"--ssh-public-key={cloud_env}", "--yes"
     )
     assert "Cluster is starting" in out
+    kubeconfig = yaml.safe_load((cloud_env.parent / ".kube" / "config").read_text())
+    assert kubeconfig["current-context"] == NAME
+    server = next(c["cluster"]["server"] for c in kubeconfig["clusters"] if c["name"] == NAME)
+    lbs = boto3.client("elbv2", region_name=REGION).describe_load_balancers()["LoadBalancers"]
+    assert server == f"https://{lbs[0]['DNSName']}"
+    assert (cloud_env.parent / ".kube" / "config").stat().st_mode & 0o777 == 0o600
+    keysets = registry().store.list(f"{NAME}/pki/private/")
+    assert f"{NAME}/pki/private/kubernetes-ca/keyset.yaml" in keysets
     assert tagged(NAME) == {
         "vpc": 1,
         "subnet": 3,
@@ -155,7 +164,8 @@ def test_tutorial_cluster_lifecycle(cloud_env: Path, capsys: pytest.CaptureFixtu
     state = registry().store
     assert state.read(f"{NAME}/cluster-completed.spec") is not None
     assert state.read(f"{NAME}/igconfig/control-plane/master-eu-west-1a/nodeupconfig.yaml") is not None
-    assert state.read(f"{NAME}/igconfig/node/nodes/nodeupconfig.yaml") is not None
+    node_config = state.read(f"{NAME}/igconfig/node/nodes/nodeupconfig.yaml")
+    assert node_config is not None and b"kind: NodeupConfig" in node_config.data
 
     # A second update: nothing to change, and not a single mutating AWS call.
     plan = plan_cluster(registry(), NAME)
@@ -192,6 +202,8 @@ def test_tutorial_cluster_lifecycle(cloud_env: Path, capsys: pytest.CaptureFixtu
     assert "Must specify --yes" in out and "VPC" in out and "AutoScalingGroup" in out
     run(capsys, "delete", "cluster", NAME, "--yes")
     assert tagged(NAME) == {}
+    contexts = yaml.safe_load((cloud_env.parent / ".kube" / "config").read_text())["contexts"] or []
+    assert NAME not in [c["name"] for c in contexts]
     assert registry().store.list(f"{NAME}/") == []
     assert tagged(OTHER) == other_before
     run(capsys, "delete", "cluster", OTHER, "--yes")

@@ -8,7 +8,7 @@ import click
 
 from pykops.cli.common import check_spec, globals_of, open_registry
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
-from pykops.cli.output import render_table
+from pykops.cli.output import info, render_table
 from pykops.errors import NotFoundError, PykopsError, SpecError
 
 if TYPE_CHECKING:
@@ -95,6 +95,10 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
                 f"{len(left)} resources of {name} are still there; the state was kept: run the command again"
             )
     removed = registry.delete_cluster(name) if has_state else 0
+    from pykops.ops.kubeconfig import remove_context
+
+    if remove_context(name):
+        info(f"Removed the kubectl context {name}")
     click.echo(f"Deleted cluster: {name} ({len(changes)} cloud resources, {removed} state objects)")
     return 0
 

@@ -60,7 +60,7 @@ def progress_printer(total: int) -> Callable[[Event], None]:
     return on_event
 
 
-def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
+def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_config: bool = True) -> int:
     """Plan (and with ``yes`` apply) the cluster; returns the exit code."""
     from pykops.engine.plan import render_plan, summary
     from pykops.ops.update import apply_plan, plan_cluster
@@ -85,6 +85,14 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
         if plan.changes:
             click.echo(f"Applying: {summary(plan.changes)}.")
         elapsed = apply_plan(registry, plan, on_event=progress_printer(len(plan.changes)))
+    if create_kube_config:
+        from pykops.ops.kubeconfig import export_kubeconfig
+
+        path, notes = export_kubeconfig(registry.store, plan.cluster)
+        for message in notes:
+            warn(message)
+        info(f"kubeconfig: context {name} written to {path}")
+        info(f"  for credentials: pykops export kubeconfig {name} --admin")
     mutating = sum(plan.cloud.calls.mutating().values())
     if not plan.changes:
         click.echo("No changes need to be applied.")
@@ -112,7 +120,7 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool) -> int:
     type=bool,
     default=True,
     show_default=True,
-    help="Export a kubeconfig after applying (not available in this version).",
+    help="Export a kubeconfig context for the cluster after applying.",
 )
 @click.pass_context
 def update_cluster(
@@ -121,6 +129,6 @@ def update_cluster(
     """Create or update the cloud resources of a cluster to match its spec."""
     g = globals_of(ctx)
     name = g.require_name(positional_name)
-    code = run_update(open_registry(g), name, yes=yes)
+    code = run_update(open_registry(g), name, yes=yes, create_kube_config=create_kube_config)
     ctx.exit(code)
     return code

@@ -28,6 +28,8 @@ from pykops.errors import SpecError
 from pykops.model.bootstrap import igconfig_key, user_data
 from pykops.model.build import build
 from pykops.model.context import MANAGED_TAG, MANAGED_VALUE, ImageInfo, ModelContext
+from pykops.nodeup.config import build_nodeup_config
+from pykops.state.keystore import Keystore
 from pykops.state.registry import COMPLETED_SPEC, ClusterRegistry
 from pykops.state.sshkeys import parse_public_key
 
@@ -150,28 +152,40 @@ def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None
     return ClusterPlan(cluster, groups, desired, actual, changes, kinds, cloud, warnings)
 
 
-def write_derived_state(registry: ClusterRegistry, plan: ClusterPlan) -> None:
-    """cluster-completed.spec and the per-group bootstrap config, as kops writes them on apply."""
+def api_endpoint(plan: ClusterPlan, attrs: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The address machines reach the API at: ``api.internal.<cluster>`` with DNS, else the LB's DNS name."""
+    name = plan.cluster.name
+    if any(r.kind == "DNSRecord" for r in plan.desired):
+        return f"api.internal.{name}"
+    key = ("NetworkLoadBalancer", f"api.{name}")
+    found = attrs.get(key) or next((a.attrs for a in plan.actual if a.key == key), {})
+    return str(found.get("dns_name") or f"api.internal.{name}")
+
+
+def write_derived_state(
+    registry: ClusterRegistry, plan: ClusterPlan, attrs: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> None:
+    """cluster-completed.spec and the per-group bootstrap config (NodeupConfig), as kops writes them."""
     name = plan.cluster.name
     registry.store.put(f"{name}/{COMPLETED_SPEC}", dump_yaml([plan.cluster]).encode())
+    endpoint = api_endpoint(plan, attrs or {})
     for group in plan.groups:
-        registry.store.put(igconfig_key(name, group), nodeup_config(plan.cluster, group).encode())
-
-
-def nodeup_config(cluster: Cluster, group: InstanceGroup) -> str:
-    """What a machine of this group needs to bootstrap: the completed spec of the cluster and its group."""
-    return dump_yaml([cluster, group])
+        config = build_nodeup_config(plan.cluster, group, api_endpoint=endpoint)
+        registry.store.put(igconfig_key(name, group), config.to_yaml().encode())
 
 
 def apply_plan(
     registry: ClusterRegistry, plan: ClusterPlan, *, on_event: Callable[[Event], None] | None = None
 ) -> float:
     start = time.monotonic()
+    Keystore(registry.store, plan.cluster.name).ensure_cluster_keysets(plan.cluster)
+    attrs: dict[tuple[str, str], dict[str, Any]] = {}
     if plan.changes:
-        apply(
+        result = apply(
             plan.changes, plan.kinds, plan.cloud, desired=plan.desired, actual=plan.actual, on_event=on_event
         )
-    write_derived_state(registry, plan)
+        attrs = result.attrs
+    write_derived_state(registry, plan, attrs)
     return time.monotonic() - start
 
 

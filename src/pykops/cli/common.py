@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,7 +15,21 @@ if TYPE_CHECKING:
     from pykops.api.models import Cluster, InstanceGroup
     from pykops.state.registry import ClusterRegistry
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 OUTPUT_FORMATS = ("table", "wide", "yaml", "json")
+
+
+def output_option(formats: tuple[str, ...] = OUTPUT_FORMATS) -> Callable[[F], F]:
+    """``-o/--output`` with the given formats, table by default."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(formats),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )
 
 
 def globals_of(ctx: click.Context) -> Globals:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pykops.cli.common import OUTPUT_FORMATS, emit, globals_of, open_registry
+from pykops.cli.common import output_option as make_output_option
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
 from pykops.cli.output import render_table
 from pykops.errors import NotFoundError
@@ -14,14 +15,7 @@ from pykops.errors import NotFoundError
 if TYPE_CHECKING:
     from pykops.api.models import Cluster, InstanceGroup
 
-output_option = click.option(
-    "-o",
-    "--output",
-    type=click.Choice(OUTPUT_FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+output_option = make_output_option(OUTPUT_FORMATS)
 
 
 @click.group(cls=AliasGroup, context_settings=CONTEXT_SETTINGS)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pykops.cli.common import globals_of, open_registry
+from pykops.cli.common import output_option as make_output_option
 from pykops.cli.create import command as create_group
 from pykops.cli.delete import command as delete_group
 from pykops.cli.get import command as get_group
@@ -29,14 +30,7 @@ if TYPE_CHECKING:
 
 OUTPUTS = ("table", "yaml", "json")
 
-output_option = click.option(
-    "-o",
-    "--output",
-    type=click.Choice(OUTPUTS),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+output_option = make_output_option(OUTPUTS)
 
 
 def _emit_data(items: list[dict[str, Any]], output: str) -> None:

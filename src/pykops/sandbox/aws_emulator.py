@@ -66,6 +66,17 @@ _LOG_TAIL_BYTES = 4000
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def tail_file(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (read from its last few KB); "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 class AwsEmulatorError(PykopsError):
     """The AWS emulator could not be started or reached."""
 
@@ -1018,14 +1029,7 @@ class AwsEmulator:
         """The last lines the child wrote to stdout/stderr."""
         if self._workdir is None:
             return ""
-        path = self._workdir / "emulator.log"
-        try:
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_file(self._workdir / "emulator.log", lines)
 
     # -- helpers -------------------------------------------------------------------------------------------
 

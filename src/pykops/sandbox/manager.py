@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pykops.errors import PykopsError
-from pykops.sandbox.aws_emulator import DEFAULT_HOST, DEFAULT_REGION, HEALTH_PATH
+from pykops.sandbox.aws_emulator import DEFAULT_HOST, DEFAULT_REGION, HEALTH_PATH, tail_file
 
 SANDBOX_DIR_ENV = "PYKOPS_SANDBOX_DIR"
 STATE_BUCKET = "pykops-sandbox-state"
@@ -54,7 +54,6 @@ _LOCK_FILE = ".lock"
 _STARTUP_TIMEOUT = 60.0
 _STOP_TIMEOUT = 10.0
 _KILL_TIMEOUT = 5.0
-_LOG_TAIL_BYTES = 4000
 
 # Variables that could send requests past the emulator (to real AWS) or sign them with real credentials;
 # the env file unsets them.
@@ -291,14 +290,7 @@ class Sandbox:
         return "\n".join(lines) + "\n"
 
     def log_tail(self, lines: int = 20) -> str:
-        path = self.path(LOG_FILE)
-        try:
-            with open(path, "rb") as f:
-                f.seek(max(0, path.stat().st_size - _LOG_TAIL_BYTES))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_file(self.path(LOG_FILE), lines)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

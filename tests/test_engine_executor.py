@@ -410,11 +410,11 @@ def test_update_with_nothing_left_to_change_is_a_no_op() -> None:
 
 
 def test_an_error_can_lower_the_attempt_bound() -> None:
-    class Suspect(RetryableError):
-        max_attempts = 3
+    def suspect() -> RetryableError:
+        return RetryableError("InvalidParameterValue: not yet visible?", max_attempts=3)
 
     cloud, clock = FakeCloud(), Recorder()
-    cloud.fail("create", "Zeta", "a", *(Suspect("InvalidParameterValue: not yet visible?") for _ in range(5)))
+    cloud.fail("create", "Zeta", "a", *(suspect() for _ in range(5)))
     with pytest.raises(ApplyError, match=r"gave up after 3 attempts"):
         run(cloud, [zeta("a")], retry=clock.policy())
     assert clock.sleeps == [0.2, 0.4]
@@ -427,3 +427,19 @@ def test_a_cycle_in_the_changes_is_refused_before_anything_runs() -> None:
     with pytest.raises(GraphError, match=r"dependency cycle: Zeta/a -> Zeta/b -> Zeta/a"):
         apply(changes, ZETA, cloud, desired=[a, b], actual=[])
     assert cloud.calls == []
+
+
+def test_suspect_aws_errors_are_retried_fewer_times() -> None:
+    """An error that is usually eventual consistency but may be a real mistake gives up sooner."""
+    from botocore.exceptions import ClientError
+
+    from pykops.cloud.aws.cloud import classify
+
+    def client_error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "x"}}, "CreateThing")
+
+    suspect = classify(client_error("InvalidParameterValue"))
+    assert isinstance(suspect, RetryableError) and suspect.max_attempts == 4
+    throttled = classify(client_error("Throttling"))
+    assert isinstance(throttled, RetryableError) and throttled.max_attempts is None
+    assert not isinstance(classify(client_error("InvalidAMIID.Malformed")), RetryableError)

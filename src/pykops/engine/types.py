@@ -165,9 +165,11 @@ class Kind(Protocol):
 class RetryableError(Exception):
     """A failure worth retrying (throttling, dependency still being released, eventual consistency)."""
 
-    def __init__(self, message: str, *, code: str = "") -> None:
+    def __init__(self, message: str, *, code: str = "", max_attempts: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # Fewer tries for errors that are usually transient but may be real mistakes.
+        self.max_attempts = max_attempts
 
 
 class ApplyError(Exception):

@@ -183,7 +183,7 @@ def classify(exc: BaseException) -> BaseException:
     """Map a botocore failure to RetryableError or a one-line PykopsError; others pass through."""
     code = error_code(exc)
     if code in RETRYABLE_CODES:
-        return RetryableError(str(exc), code=code)
+        return RetryableError(str(exc), code=code, max_attempts=4 if code in SUSPECT_CODES else None)
     if isinstance(exc, NoCredentialsError):
         return PykopsError(NO_CREDENTIALS)
     if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):

@@ -384,3 +384,20 @@ def test_shared_vpc_and_subnets_are_used_never_changed_or_deleted(
     assert tagged(name) == {}
     assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["VpcId"] == vpc
     assert len(ec2.describe_subnets(SubnetIds=subnets)["Subnets"]) == 2
+
+
+def test_a_locked_cluster_is_neither_updated_nor_deleted(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pykops.state.lock import cluster_lock
+
+    name = "locked.k8s.local"
+    run(capsys, "create", "cluster", f"--name={name}", "--zones=eu-west-1a")
+    with cluster_lock(registry().store, name, "rolling-update cluster"):
+        for command in (["update", "cluster", name, "--yes"], ["delete", "cluster", name, "--yes"]):
+            assert main(["--state", STATE, *command]) == 1
+            err = capsys.readouterr().err
+            assert f"cluster {name} is locked by" in err and "rolling-update cluster" in err
+    assert tagged(name) == {} and registry().exists(name)
+    run(capsys, "delete", "cluster", name, "--yes")
+    assert not registry().exists(name)

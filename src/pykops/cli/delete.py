@@ -13,6 +13,7 @@ from pykops.errors import NotFoundError, PykopsError, SpecError
 
 if TYPE_CHECKING:
     from pykops.engine.types import Change
+    from pykops.ops.update import ClusterPlan
 
 
 @click.group(cls=AliasGroup, context_settings=CONTEXT_SETTINGS)
@@ -33,6 +34,34 @@ command.name = "delete"
 
 def _resource_rows(changes: list[Change]) -> list[list[object]]:
     return [[c.kind, c.actual.id if c.actual else "", c.name] for c in changes]
+
+
+def _delete_resources(name: str, region: str, changes: list[Change], plan: ClusterPlan) -> None:
+    """Delete what ``plan_delete`` found; list and refuse (keeping the state) if anything is left."""
+    from pykops.cli.update import progress_printer
+    from pykops.engine.executor import apply
+    from pykops.engine.types import ApplyError
+    from pykops.ops.update import plan_delete
+
+    if not changes:
+        return
+    click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
+    try:
+        progress = progress_printer(len(changes))
+        apply(changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress)
+    except ApplyError as exc:
+        left, _ = plan_delete(name, region)
+        click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
+        raise PykopsError(
+            f"{len(left)} resources of {name} could not be deleted ({exc}); the state was kept: "
+            f"fix the cause and run pykops delete cluster {name} --yes again"
+        ) from None
+    left, _ = plan_delete(name, region)
+    if left:
+        click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
+        raise PykopsError(
+            f"{len(left)} resources of {name} are still there; the state was kept: run the command again"
+        )
 
 
 @command.command("cluster", context_settings=CONTEXT_SETTINGS)
@@ -61,40 +90,25 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
             f"cluster {name!r} not found in state store {registry.store.url}; to delete its cloud resources "
             "anyway, pass --region"
         )
-    changes, plan = plan_delete(name, region)
-    rows = _resource_rows(changes)
-    keys = registry.store.list(f"{name}/") if has_state else []
-    rows += [
-        ["state", f"{registry.store.url.rstrip('/')}/{key}", key.removeprefix(f"{name}/")] for key in keys
-    ]
     if not yes:
+        changes, _ = plan_delete(name, region)
+        rows = _resource_rows(changes)
+        keys = registry.store.list(f"{name}/") if has_state else []
+        rows += [
+            ["state", f"{registry.store.url.rstrip('/')}/{key}", key.removeprefix(f"{name}/")] for key in keys
+        ]
         if rows:
             click.echo(render_table(["TYPE", "ID", "NAME"], rows), nl=False)
         click.echo(f"\nMust specify --yes to delete cluster {name}")
         return 0
-    if changes:
-        from pykops.cli.update import progress_printer
-        from pykops.engine.executor import apply
-        from pykops.engine.types import ApplyError
+    from contextlib import nullcontext
 
-        click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
-        try:
-            progress = progress_printer(len(changes))
-            apply(changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress)
-        except ApplyError as exc:
-            left, _ = plan_delete(name, region)
-            click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
-            raise PykopsError(
-                f"{len(left)} resources of {name} could not be deleted ({exc}); the state was kept: "
-                f"fix the cause and run pykops delete cluster {name} --yes again"
-            ) from None
-        left, _ = plan_delete(name, region)
-        if left:
-            click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
-            raise PykopsError(
-                f"{len(left)} resources of {name} are still there; the state was kept: run the command again"
-            )
-    removed = registry.delete_cluster(name) if has_state else 0
+    from pykops.state.lock import cluster_lock
+
+    with cluster_lock(registry.store, name, "delete cluster") if has_state else nullcontext():
+        changes, plan = plan_delete(name, region)
+        _delete_resources(name, region, changes, plan)
+        removed = registry.delete_cluster(name) if has_state else 0
     from pykops.ops.kubeconfig import remove_context
 
     if remove_context(name):

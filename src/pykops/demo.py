@@ -111,6 +111,10 @@ def run() -> None:
                 expect=1,
             )
             step(
+                "The HA cluster's spec, before anything is created (dry run)",
+                ["create", "cluster", *TUTORIAL_FLAGS, "--dry-run", "-o", "yaml"],
+            )
+            step(
                 "Create the HA cluster: 3 control-plane nodes in 3 zones, kubenet, RBAC",
                 ["create", "cluster", *TUTORIAL_FLAGS, "--ssh-public-key", str(key), "--yes"],
             )

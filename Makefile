@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo bench clean golden
+.PHONY: install test lint typecheck unit demo bench clean golden cloud-init
 
 install: $(STAMP)
 
@@ -21,7 +21,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src/pykops
 
-unit: install
+# Debian's cloud-init, for the test that checks the launch templates' user data against its schema
+# (`cloud-init schema`). Installed with apt when missing (sudo when not root); the test skips without it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
+cloud-init:
+	@command -v cloud-init >/dev/null || { echo "installing Debian's cloud-init (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends cloud-init >/dev/null; } || \
+	  echo "warning: could not install cloud-init; the user data schema test will be skipped" >&2
+
+unit: install cloud-init
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from cryptography import x509
 
 from pykops.api.models import (
     Cluster,
@@ -26,7 +29,7 @@ from pykops.api.models import (
 )
 from pykops.cli.main import main
 from pykops.errors import ConflictError, NotFoundError, PykopsError, UsageError
-from pykops.pki.ca import issue, new_ca
+from pykops.pki.ca import issue, new_ca, verify_signed_by
 from pykops.state import keystore as keystore_module
 from pykops.state.keystore import Keyset, Keystore, cluster_keyset_names
 from pykops.state.memfs import MemFsStore, reset_memfs
@@ -157,7 +160,7 @@ def test_private_files_are_0600_on_a_file_store(store: StateStore, tmp_path: Pat
     Keystore(store, NAME).ensure_cluster_keysets(_cluster())
     SecretStore(store, NAME).create("dockerconfig", b'{"auths": {}}')
     files = [p for p in (tmp_path / "state" / NAME).rglob("*") if p.is_file()]
-    assert len(files) == 9
+    assert len(files) == 11  # 8 CAs and keys, the kubelet and kube-proxy keysets, the secret
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for directory in (tmp_path / "state" / NAME / "pki" / "private").iterdir():
@@ -186,6 +189,8 @@ def test_keysets_are_server_side_encrypted_on_s3(store: StateStore) -> None:
 def test_cluster_keyset_names_follow_kops() -> None:
     assert cluster_keyset_names(_cluster()) == {
         "kubernetes-ca": "ca",
+        "kubelet": "leaf",
+        "kube-proxy": "leaf",
         "apiserver-aggregator-ca": "ca",
         "service-account": "rsa",
         "etcd-clients-ca": "ca",
@@ -212,6 +217,118 @@ def test_ensure_cluster_keysets_is_idempotent(store: StateStore) -> None:
     second = ks.ensure_cluster_keysets(_cluster())
     assert {n: k.primary_id for n, k in first.items()} == {n: k.primary_id for n, k in second.items()}
     assert {k: store.read(k) for k in store.list(f"{NAME}/pki/")} == before
+
+
+# --- leaf keysets: the nodes' kubelet and kube-proxy client keypairs ----------------------------------------
+
+
+def _openssl_verify(tmp_path: Path, ca_pem: bytes, cert_pem: bytes) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    (tmp_path / "ca.crt").write_bytes(ca_pem)
+    (tmp_path / "leaf.crt").write_bytes(cert_pem)
+    result = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", tmp_path / "ca.crt", tmp_path / "leaf.crt"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [("kubelet", "CN=kubelet,O=system:nodes"), ("kube-proxy", "CN=system:kube-proxy")],
+)
+def test_leaf_keysets_are_kops_legacy_client_certificates(
+    store: StateStore, tmp_path: Path, name: str, subject: str
+) -> None:
+    ks = Keystore(store, NAME)
+    keysets = ks.ensure_cluster_keysets(_cluster())
+    ca, leaf = keysets["kubernetes-ca"], keysets[name]
+    assert store.read(f"{NAME}/pki/private/{name}/keyset.yaml") is not None
+    assert leaf.name == name and len(leaf.items) == 1 and leaf.primary.has_private_key
+    cert = leaf.primary.certificate
+    assert cert.subject.rfc4514_string() == subject
+    assert cert.issuer == ca.primary.certificate.subject
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert cert.not_valid_after_utc <= ca.primary.certificate.not_valid_after_utc
+    assert leaf.primary.id == str(cert.serial_number)
+    assert verify_signed_by(leaf.primary.cert_pem, ca.primary.cert_pem)
+    _openssl_verify(tmp_path, ca.ca_bundle(), leaf.primary.cert_pem)
+    info = {i.name: i for i in ks.list([name])}[name]
+    assert info.is_primary and info.has_private_key and not info.is_ca
+
+
+def test_leaf_keysets_are_created_once(store: StateStore) -> None:
+    ks = Keystore(store, NAME)
+    first = ks.ensure_cluster_keysets(_cluster())
+    second = ks.ensure_cluster_keysets(_cluster())
+    for name in ("kubelet", "kube-proxy"):
+        assert first[name].primary_id == second[name].primary_id
+        assert ks.ensure_leaf(name) == first[name]
+        assert ks.ensure(name, "leaf") == first[name]
+
+
+def test_a_leaf_needs_its_ca_first(store: StateStore) -> None:
+    ks = Keystore(store, NAME)
+    with pytest.raises(NotFoundError, match="keyset kubernetes-ca not found"):
+        ks.ensure_leaf("kubelet")
+    assert store.list(f"{NAME}/pki/") == []
+    with pytest.raises(PykopsError, match="not a leaf keyset"):
+        ks.ensure_leaf("kubernetes-ca")
+    with pytest.raises(PykopsError, match="issued from a CA"):
+        keystore_module.new_keypair("kubelet", "leaf")
+
+
+@pytest.mark.parametrize("store_url", ["file", "memfs"], indirect=True)
+def test_racing_leaf_creators_end_with_one_keyset(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    Keystore(store, NAME).ensure("kubernetes-ca")
+    barrier = threading.Barrier(2, timeout=30)
+    real = keystore_module.new_leaf_keypair
+    generated: list[str] = []
+
+    def slow(name: str, ca: Any) -> Any:
+        keypair = real(name, ca)
+        generated.append(keypair.id)
+        barrier.wait()  # both candidates exist before either is written
+        return keypair
+
+    monkeypatch.setattr(keystore_module, "new_leaf_keypair", slow)
+    results: list[Keyset] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(Keystore(open_store(store.url), NAME).ensure_leaf("kubelet"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(generated) == 2 and generated[0] != generated[1]
+    assert results[0].primary_id == results[1].primary_id
+    stored = Keystore(store, NAME).get("kubelet")
+    assert stored is not None and len(stored.items) == 1 and stored.primary_id == results[0].primary_id
+
+
+def test_reissue_rotates_a_leaf_after_the_ca(store: StateStore) -> None:
+    ks = Keystore(store, NAME)
+    keysets = ks.ensure_cluster_keysets(_cluster())
+    old = keysets["kubelet"]
+    new_ca_item = new_ca("kubernetes-ca")
+    ks.add_item("kubernetes-ca", new_ca_item, primary=True)
+    rotated = ks.reissue("kubelet")
+    assert [i.id for i in rotated.items] == [old.primary_id, rotated.primary_id]
+    assert rotated.primary_id != old.primary_id
+    assert verify_signed_by(rotated.primary.cert_pem, new_ca_item.cert_pem)
+    assert rotated.primary.certificate.subject.rfc4514_string() == "CN=kubelet,O=system:nodes"
+    assert ks.require("kubelet").primary_id == rotated.primary_id
 
 
 # --- rotation --------------------------------------------------------------------------------------------

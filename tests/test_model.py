@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections import Counter
 
 import pytest
@@ -15,6 +16,7 @@ from pykops.model.build import build
 from pykops.model.context import ImageInfo, ModelContext
 from pykops.model.iam import policy_document
 from pykops.model.names import elb_name, ssh_key_name
+from pykops.state.keystore import LEGACY_NAMES, cluster_keyset_names
 
 NAME = "proyecto.k8s.local"
 ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
@@ -166,7 +168,7 @@ def test_compute_and_volumes(tutorial: dict[tuple[str, str], Resource]) -> None:
     )
     assert tutorial[("LaunchTemplate", f"nodes.{NAME}")].props["root_volume"]["size"] == 128
     assert lt["key_name"] == Ref("SSHKey", ssh_key_name(NAME, "0123456789abcdef0123456789abcdef"), "name")
-    assert lt["user_data"].startswith("#!/bin/bash")
+    assert lt["user_data"].startswith("#cloud-config\n")
     asg = tutorial[("AutoScalingGroup", f"master-eu-west-1a.{NAME}")].props
     assert (asg["min_size"], asg["max_size"]) == (1, 1)
     assert asg["subnets"] == [Ref("Subnet", f"eu-west-1a.{NAME}")]
@@ -209,6 +211,48 @@ def test_iam_least_privilege() -> None:
     node = policy_document(ctx, "node")
     node_actions = {a for s in node["Statement"] for a in s["Action"]}
     assert "ec2:AttachVolume" not in node_actions and "s3:PutObject" not in node_actions
+
+
+def _readable(policy: dict[str, object], key: str) -> bool:
+    """Whether the policy allows s3:GetObject on ``key`` of the state bucket (IAM wildcards: * and ?)."""
+    arn = f"arn:aws:s3:::state-bucket/{key}"
+    for stmt in policy["Statement"]:  # type: ignore[attr-defined]
+        if "s3:GetObject" not in stmt["Action"]:
+            continue
+        resources = [stmt["Resource"]] if isinstance(stmt["Resource"], str) else stmt["Resource"]
+        if any(fnmatch.fnmatchcase(arn, r) for r in resources):
+            return True
+    return False
+
+
+def test_nodes_read_their_client_keysets_and_no_ca_private_key() -> None:
+    cluster, groups = _cluster()
+    ctx = _ctx(cluster, groups)
+    node, cp = policy_document(ctx, "node"), policy_document(ctx, "control-plane")
+    keysets = cluster_keyset_names(cluster)
+    cas = [name for name, kind in keysets.items() if kind != "leaf"]
+    assert "kubernetes-ca" in cas and "etcd-peers-ca-main" in cas and "service-account" in cas
+    leaves = [name for name, kind in keysets.items() if kind == "leaf"]
+    assert leaves == ["kubelet", "kube-proxy"]
+    for name in [*cas, *LEGACY_NAMES.values()]:
+        key = f"{NAME}/pki/private/{name}/keyset.yaml"
+        assert not _readable(node, key), f"a node can read the private keyset {name}"
+        assert _readable(cp, key)
+    for name in leaves:
+        assert _readable(node, f"{NAME}/pki/private/{name}/keyset.yaml"), name
+    assert _readable(node, f"{NAME}/igconfig/node/nodes/nodeupconfig.yaml")
+    assert not _readable(node, f"{NAME}/igconfig/control-plane/master-eu-west-1a/nodeupconfig.yaml")
+    private = [
+        r
+        for stmt in node["Statement"]
+        if "s3:GetObject" in stmt["Action"]
+        for r in stmt["Resource"]
+        if "/pki/private/" in r
+    ]
+    assert private == [
+        f"arn:aws:s3:::state-bucket/{NAME}/pki/private/kube-proxy/*",
+        f"arn:aws:s3:::state-bucket/{NAME}/pki/private/kubelet/*",
+    ]
 
 
 def test_private_topology_has_nat_per_zone() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
+import shutil
 import stat
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from cryptography import x509
 
 from pykops.api.models import Cluster, InstanceGroup
 from pykops.api.new_cluster import CreateClusterOptions, new_cluster
@@ -23,7 +27,13 @@ from pykops.api.populate import populate
 from pykops.cli import nodeup as cli_nodeup
 from pykops.cli.main import main
 from pykops.model.bootstrap import igconfig_key
-from pykops.nodeup.config import EtcdMemberRef, build_nodeup_config
+from pykops.nodeup.config import (
+    NODE_KEYSETS,
+    EtcdMemberRef,
+    NodeupConfig,
+    build_nodeup_config,
+    ca_certificates_for,
+)
 from pykops.nodeup.volumes import (
     HOSTS_BEGIN,
     EtcdVolume,
@@ -108,9 +118,12 @@ def env(aws_env: AwsEmulator, tmp_path: Path) -> Env:
     )
     cluster, groups = populate(cluster, groups)
     store = open_store(state)
-    Keystore(store, name).ensure_cluster_keysets(cluster)
+    keystore = Keystore(store, name)
+    keystore.ensure_cluster_keysets(cluster)
     for group in groups:
-        config = build_nodeup_config(cluster, group, api_endpoint=LB)
+        config = build_nodeup_config(
+            cluster, group, api_endpoint=LB, ca_certificates=ca_certificates_for(keystore, cluster, group)
+        )
         store.put(igconfig_key(name, group), config.to_yaml().encode())
     ec2 = boto3.client("ec2", region_name=REGION)
     _create_etcd_volumes(ec2, cluster)
@@ -284,6 +297,90 @@ def test_node_root_mode(env: Env, tmp_path: Path) -> None:
     config = yaml.safe_load((root / "var/lib/kubelet/kubelet-config.yaml").read_text())
     assert config["providerID"] == f"aws:///eu-west-1c/{instance}"
     assert all(not v["Attachments"] for v in env.volumes().values())
+
+
+def _record_keyset_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    read: list[str] = []
+    real = Keystore._read
+
+    def recording(self: Keystore, name: str) -> Any:
+        read.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(Keystore, "_read", recording)
+    return read
+
+
+def _openssl_verify(tmp_path: Path, ca: Path, cert_pem: bytes) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    leaf = tmp_path / "leaf.crt"
+    leaf.write_bytes(cert_pem)
+    result = subprocess.run(["openssl", "verify", "-CAfile", ca, leaf], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+
+
+def _files_holding(root: Path, secret: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_node_never_reads_a_ca_private_key(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker node bootstraps with every CA keyset gone from the state store (as on AWS, where its IAM
+    role cannot read them): it reads only its kubelet and kube-proxy keysets."""
+    store = open_store(env.state)
+    keystore = Keystore(store, env.name)
+    ca = keystore.require("kubernetes-ca")
+    for name in keystore.names():
+        if name not in NODE_KEYSETS:
+            store.delete(keystore.key(name))
+    assert keystore.names() == sorted(NODE_KEYSETS)
+    read = _record_keyset_reads(monkeypatch)
+
+    root = tmp_path / "node"
+    instance = env.run_instance("eu-west-1b")
+    assert run("--config", env.config_url("nodes"), "--root", str(root), "--instance-id", instance) == 0
+    assert sorted(set(read)) == sorted(NODE_KEYSETS)
+    assert (root / "srv/kubernetes/ca.crt").read_bytes() == ca.ca_bundle()
+    assert _files_holding(root, ca.primary_keypair().key_pem.strip()) == []
+    for kubeconfig, keyset, subject in [
+        ("var/lib/kubelet/kubeconfig", "kubelet", "CN=kubelet,O=system:nodes"),
+        ("var/lib/kube-proxy/kubeconfig", "kube-proxy", "CN=system:kube-proxy"),
+    ]:
+        user = yaml.safe_load((root / kubeconfig).read_text())["users"][0]["user"]
+        pem = base64.b64decode(user["client-certificate-data"])
+        assert pem == keystore.require(keyset).primary.cert_pem
+        assert x509.load_pem_x509_certificate(pem).subject.rfc4514_string() == subject
+        _openssl_verify(tmp_path, root / "srv/kubernetes/ca.crt", pem)
+
+
+def test_an_older_node_config_reads_only_the_ca_certificates(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config written before caCertificates (listing kubernetes-ca as a keyset): the node still uses its
+    kubelet and kube-proxy keypairs, and takes only the certificates of kubernetes-ca from the store."""
+    store = open_store(env.state)
+    group = next(g for g in env.groups if g.name == "nodes")
+    key = igconfig_key(env.name, group)
+    found = store.read(key)
+    assert found is not None
+    config = NodeupConfig.from_yaml(found.data.decode())
+    older = config.model_copy(update={"keysets": ["kubernetes-ca"], "ca_certificates": {}})
+    store.put(key, older.to_yaml().encode())
+    ca = Keystore(store, env.name).require("kubernetes-ca")
+    read = _record_keyset_reads(monkeypatch)
+
+    root = tmp_path / "node"
+    instance = env.run_instance("eu-west-1c")
+    assert run("--config", env.config_url("nodes"), "--root", str(root), "--instance-id", instance) == 0
+    assert "no caCertificates for kubernetes-ca" in capsys.readouterr().err
+    assert sorted(set(read)) == sorted([*NODE_KEYSETS, "kubernetes-ca"])
+    assert (root / "srv/kubernetes/ca.crt").read_bytes() == ca.ca_bundle()
+    assert _files_holding(root, ca.primary_keypair().key_pem.strip()) == []
+
+    # Where the node cannot read the CA's keyset (its IAM role on AWS), it says how to fix the config.
+    store.delete(Keystore(store, env.name).key("kubernetes-ca"))
+    assert run("--config", env.config_url("nodes"), "--root", str(root), "--instance-id", instance) == 1
+    assert "pykops update cluster --yes" in capsys.readouterr().err
 
 
 def test_dry_run_lists_files_without_secrets(

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
+import yaml
 
 from pykops.api.models import Cluster, InstanceGroup, PackagesConfig
 from pykops.api.new_cluster import CreateClusterOptions, new_cluster
 from pykops.api.populate import populate
 from pykops.errors import SpecError
+from pykops.model import iam
 from pykops.model.bootstrap import igconfig_key
 from pykops.nodeup import assets
 from pykops.nodeup.assets import AssetError, assets_for, require_hashes
-from pykops.nodeup.config import NodeupConfig, build_nodeup_config, endpoint_host
+from pykops.nodeup.config import (
+    NODE_KEYSETS,
+    NodeupConfig,
+    build_nodeup_config,
+    ca_certificates_for,
+    ca_keysets_for,
+    endpoint_host,
+    keysets_for,
+    private_keysets_to_read,
+)
+from pykops.pki.ca import new_ca
+from pykops.state.keystore import LEAF_KEYSETS, Keystore, cluster_keyset_names
+from pykops.state.memfs import reset_memfs
+from pykops.state.store import open_store
 
 CLUSTER = "proyecto.k8s.local"
 
@@ -64,9 +80,82 @@ def test_node_config() -> None:
     nodes = next(g for g in groups if g.name == "nodes")
     config = build_nodeup_config(cluster, nodes, api_endpoint="api.internal.proyecto.k8s.local")
     assert config.role == "Node"
-    assert config.keysets == ["kubernetes-ca"]
+    assert config.keysets == ["kubelet", "kube-proxy"]
+    assert config.ca_certificates == {}  # none given (update cluster passes them)
     assert config.etcd_members == []
     assert config.architecture == "amd64"
+
+
+# --- what each role reads: a worker node never a CA's private key -----------------------------------------
+
+
+def test_keysets_by_role() -> None:
+    cluster, _ = tutorial()
+    cas = {n for n, kind in cluster_keyset_names(cluster).items() if kind in ("ca", "rsa")}
+    assert keysets_for(cluster, "Node") == ["kubelet", "kube-proxy"] == list(NODE_KEYSETS)
+    assert not set(keysets_for(cluster, "Node")) & cas
+    assert set(NODE_KEYSETS) == set(LEAF_KEYSETS)  # the leaf keysets update cluster creates
+    assert set(NODE_KEYSETS) == set(iam.NODE_KEYSETS)  # and exactly what the node IAM role may read
+    assert keysets_for(cluster, "Bastion") == []
+    assert "kubernetes-ca" in keysets_for(cluster, "ControlPlane")
+    assert ca_keysets_for(cluster, "Node") == ["kubernetes-ca"]
+    assert ca_keysets_for(cluster, "ControlPlane") == [
+        "kubernetes-ca",
+        "apiserver-aggregator-ca",
+        "etcd-clients-ca",
+        "etcd-peers-ca-main",
+        "etcd-peers-ca-events",
+    ]
+    assert ca_keysets_for(cluster, "Bastion") == []
+
+
+def test_a_node_reads_only_its_leaf_keysets_even_from_an_older_config() -> None:
+    cluster, groups = tutorial()
+    nodes = next(g for g in groups if g.name == "nodes")
+    config = build_nodeup_config(cluster, nodes, api_endpoint="lb")
+    older = config.model_copy(update={"keysets": ["kubernetes-ca"]})  # what pykops wrote before
+    assert private_keysets_to_read(config) == private_keysets_to_read(older) == ["kubelet", "kube-proxy"]
+    cp = build_nodeup_config(cluster, groups[0], api_endpoint="lb")
+    assert private_keysets_to_read(cp) == cp.keysets
+
+
+def test_ca_certificates_for_reads_public_bundles() -> None:
+    cluster, groups = tutorial()
+    name = f"cfg-{uuid.uuid4().hex}"
+    try:
+        keystore = Keystore(open_store(f"memfs://{name}"), CLUSTER)
+        keysets = keystore.ensure_cluster_keysets(cluster)
+        nodes = next(g for g in groups if g.name == "nodes")
+        for_nodes = ca_certificates_for(keystore, cluster, nodes)
+        assert for_nodes == ca_certificates_for(keystore, cluster, "Node")
+        assert for_nodes == {"kubernetes-ca": keysets["kubernetes-ca"].ca_bundle()}
+        for_cp = ca_certificates_for(keystore, cluster, groups[0])
+        assert list(for_cp) == ca_keysets_for(cluster, "ControlPlane")
+        assert all(b"PRIVATE KEY" not in pem for pem in for_cp.values())
+
+        config = build_nodeup_config(cluster, nodes, api_endpoint="lb", ca_certificates=for_nodes)
+        assert config.ca_certificates == {"kubernetes-ca": for_nodes["kubernetes-ca"].decode()}
+        text = config.to_yaml()
+        assert "caCertificates:" in text and "PRIVATE KEY" not in text
+        assert NodeupConfig.from_yaml(text) == config
+    finally:
+        reset_memfs(name)
+
+
+def test_ca_certificates_hold_certificates_only() -> None:
+    cluster, groups = tutorial()
+    ca = new_ca("kubernetes-ca")
+    with pytest.raises(SpecError, match="private key"):
+        build_nodeup_config(
+            cluster, groups[0], api_endpoint="lb", ca_certificates={"kubernetes-ca": ca.cert_pem + ca.key_pem}
+        )
+    with pytest.raises(SpecError, match="not a PEM certificate bundle"):
+        build_nodeup_config(cluster, groups[0], api_endpoint="lb", ca_certificates={"kubernetes-ca": b"nope"})
+    # Loading a config checks it too.
+    body = yaml.safe_load(build_nodeup_config(cluster, groups[0], api_endpoint="lb").to_yaml())
+    body["caCertificates"] = {"kubernetes-ca": (ca.cert_pem + ca.key_pem).decode()}
+    with pytest.raises(SpecError, match=r"caCertificates.*private key"):
+        NodeupConfig.from_yaml(yaml.safe_dump(body))
 
 
 def test_yaml_round_trip_and_kind_check() -> None:

@@ -103,3 +103,21 @@ def test_machines_bootstrap_and_a_replacement_takes_over_its_etcd_volumes(
     assert _volumes_of(old["id"]) == {}
 
     assert main(["--state", STATE, "delete", "cluster", NAME, "--yes"]) == 0, capsys.readouterr().err
+
+
+def test_stored_node_config_carries_ca_certificates_and_no_private_key(
+    aws_env: AwsEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pykops.state.store import open_store
+
+    aws_env.reset()
+    seed(aws_env.endpoint_url, REGION, state_bucket=BUCKET)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = ["--state", STATE, "create", "cluster", "--name=ca.k8s.local", "--zones=eu-west-1a", "--yes"]
+    assert main(args) == 0, capsys.readouterr().err
+    found = open_store(STATE).read("ca.k8s.local/igconfig/node/nodes/nodeupconfig.yaml")
+    assert found is not None
+    text = found.data.decode()
+    assert "caCertificates:" in text and "BEGIN CERTIFICATE" in text
+    assert "PRIVATE KEY" not in text
+    assert main(["--state", STATE, "delete", "cluster", "ca.k8s.local", "--yes"]) == 0

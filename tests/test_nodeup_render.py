@@ -49,7 +49,8 @@ from pykops.nodeup.render import (
     render_machine,
     toml_dumps,
 )
-from pykops.pki.ca import new_ca, new_service_account_key
+from pykops.pki.ca import load_keypair, new_ca, new_service_account_key
+from pykops.state.keystore import new_leaf_keypair
 
 CLUSTER = "proyecto.k8s.local"
 LB = "api-proyecto-k8s-local-1a2b3c-0123456789.elb.eu-west-1.amazonaws.com"
@@ -96,10 +97,36 @@ def cp_config(spec: tuple[Cluster, list[InstanceGroup]]) -> NodeupConfig:
     return build_nodeup_config(cluster, groups[0], api_endpoint=LB)
 
 
+def make_node_pki(ca: tuple[bytes, bytes]) -> dict[str, tuple[bytes, bytes]]:
+    """A worker node's keysets: the kubelet and kube-proxy keypairs issued from ``ca``, and no CA key."""
+    keypair = load_keypair(*ca)
+    out = {}
+    for name in ("kubelet", "kube-proxy"):
+        leaf = new_leaf_keypair(name, keypair)
+        out[name] = (leaf.cert_pem, leaf.key_pem)
+    return out
+
+
 @pytest.fixture(scope="module")
-def node_config(spec: tuple[Cluster, list[InstanceGroup]]) -> NodeupConfig:
+def node_pki(pki: dict[str, tuple[bytes, bytes]]) -> dict[str, tuple[bytes, bytes]]:
+    return make_node_pki(pki["kubernetes-ca"])
+
+
+def node_config_of(cluster: Cluster, groups: list[InstanceGroup], ca_pem: bytes | None) -> NodeupConfig:
+    return build_nodeup_config(
+        cluster,
+        next(g for g in groups if g.name == "nodes"),
+        api_endpoint=LB,
+        ca_certificates={"kubernetes-ca": ca_pem} if ca_pem else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def node_config(
+    spec: tuple[Cluster, list[InstanceGroup]], pki: dict[str, tuple[bytes, bytes]]
+) -> NodeupConfig:
     cluster, groups = spec
-    return build_nodeup_config(cluster, next(g for g in groups if g.name == "nodes"), api_endpoint=LB)
+    return node_config_of(cluster, groups, pki["kubernetes-ca"][0])
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +143,14 @@ def cp_files(cp_config: NodeupConfig, pki: dict[str, tuple[bytes, bytes]]) -> di
 
 
 @pytest.fixture(scope="module")
-def node_files(node_config: NodeupConfig, pki: dict[str, tuple[bytes, bytes]]) -> dict[str, FileSpec]:
+def node_files(node_config: NodeupConfig, node_pki: dict[str, tuple[bytes, bytes]]) -> dict[str, FileSpec]:
+    assert set(node_pki) == {"kubelet", "kube-proxy"}  # no CA, no private CA key
     files = render_machine(
         node_config,
         instance_id="i-0node0000000000001",
         zone="eu-west-1b",
         node_name="ip-172-20-64-10.eu-west-1.compute.internal",
-        pki={"kubernetes-ca": pki["kubernetes-ca"]},
+        pki=node_pki,
     )
     return {f.path: f for f in files}
 
@@ -380,11 +408,13 @@ def test_kube_proxy(cp_files: dict[str, FileSpec], node_files: dict[str, FileSpe
     )
 
 
-def test_kube_proxy_disabled(pki: dict[str, tuple[bytes, bytes]]) -> None:
+def test_kube_proxy_disabled(
+    pki: dict[str, tuple[bytes, bytes]], node_pki: dict[str, tuple[bytes, bytes]]
+) -> None:
     cluster, groups = tutorial()
     cluster.spec.kube_proxy.enabled = False  # type: ignore[union-attr]
-    config = build_nodeup_config(cluster, next(g for g in groups if g.name == "nodes"), api_endpoint=LB)
-    files = render_machine(config, instance_id="i-2", zone="eu-west-1a", node_name="n", pki=pki)
+    config = node_config_of(cluster, groups, pki["kubernetes-ca"][0])
+    files = render_machine(config, instance_id="i-2", zone="eu-west-1a", node_name="n", pki=node_pki)
     assert not any("kube-proxy" in f.path for f in files)
 
 
@@ -548,6 +578,166 @@ def test_missing_keyset_is_named(cp_config: NodeupConfig, pki: dict[str, tuple[b
         render_machine(
             cp_config, instance_id="i-1", zone="eu-west-1a", node_name="n", pki=partial, etcd_volumes=VOLUMES
         )
+
+
+# --- a worker node: fetched keypairs, no CA private key -----------------------------------------------------
+
+
+def _client_cert(files: Mapping[str, FileSpec], kubeconfig: str) -> bytes:
+    import base64
+
+    user = doc(files, kubeconfig)["users"][0]["user"]
+    return base64.b64decode(user["client-certificate-data"])
+
+
+def test_node_holds_no_ca_private_key(
+    node_files: dict[str, FileSpec], pki: dict[str, tuple[bytes, bytes]]
+) -> None:
+    ca_key = pki["kubernetes-ca"][1]
+    assert not any(ca_key.strip() in f.content for f in node_files.values())
+    assert not any(p.endswith("ca.key") for p in node_files)
+    # No serving certificate either: issuing one needs the CA key; the kubelet makes its own.
+    assert not any("kubelet-server" in p for p in node_files)
+    config = doc(node_files, "/var/lib/kubelet/kubelet-config.yaml")
+    assert "tlsCertFile" not in config and "tlsPrivateKeyFile" not in config
+    assert node_files["/srv/kubernetes/ca.crt"].content == pki["kubernetes-ca"][0]
+    # The RBAC binding for the shared identity lives with the control plane, not on nodes.
+    assert not any(p.startswith("/etc/kubernetes/addons/") for p in node_files)
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "subject"),
+    [
+        ("/var/lib/kubelet/kubeconfig", "CN=kubelet,O=system:nodes"),
+        ("/var/lib/kube-proxy/kubeconfig", "CN=system:kube-proxy"),
+    ],
+)
+def test_node_client_certificates_are_the_fetched_ones_and_chain_to_the_ca(
+    node_files: dict[str, FileSpec],
+    node_pki: dict[str, tuple[bytes, bytes]],
+    tmp_path: Path,
+    kubeconfig: str,
+    subject: str,
+) -> None:
+    pem = _client_cert(node_files, kubeconfig)
+    assert pem in (node_pki["kubelet"][0], node_pki["kube-proxy"][0])
+    c = x509.load_pem_x509_certificate(pem)
+    assert c.subject.rfc4514_string() == subject
+    usage = c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    _openssl_verify(tmp_path, node_files["/srv/kubernetes/ca.crt"].content, pem)
+
+
+def test_node_never_signs_even_when_given_a_ca_key(
+    node_config: NodeupConfig,
+    node_pki: dict[str, tuple[bytes, bytes]],
+    pki: dict[str, tuple[bytes, bytes]],
+) -> None:
+    given = {**node_pki, "kubernetes-ca": pki["kubernetes-ca"]}
+    files = {
+        f.path: f
+        for f in render_machine(node_config, instance_id="i-5", zone="eu-west-1a", node_name="n5", pki=given)
+    }
+    assert _client_cert(files, "/var/lib/kubelet/kubeconfig") == node_pki["kubelet"][0]
+    assert not any(pki["kubernetes-ca"][1].strip() in f.content for f in files.values())
+    only_ca = {"kubernetes-ca": pki["kubernetes-ca"]}
+    with pytest.raises(RenderError, match="keyset kubelet is missing"):
+        render_machine(node_config, instance_id="i-5", zone="eu-west-1a", node_name="n5", pki=only_ca)
+
+
+def test_node_ca_certificates_from_the_config_or_given(
+    spec: tuple[Cluster, list[InstanceGroup]],
+    node_pki: dict[str, tuple[bytes, bytes]],
+    pki: dict[str, tuple[bytes, bytes]],
+) -> None:
+    cluster, groups = spec
+    old = node_config_of(cluster, groups, None)  # as written before caCertificates existed
+    assert old.ca_certificates == {}
+    with pytest.raises(RenderError, match=r"no caCertificates\.kubernetes-ca"):
+        render_machine(old, instance_id="i-6", zone="eu-west-1a", node_name="n6", pki=node_pki)
+    ca_pem = pki["kubernetes-ca"][0]
+    files = render_machine(
+        old,
+        instance_id="i-6",
+        zone="eu-west-1a",
+        node_name="n6",
+        pki=node_pki,
+        ca_certificates={"kubernetes-ca": ca_pem},
+    )
+    assert next(f for f in files if f.path == "/srv/kubernetes/ca.crt").content == ca_pem
+
+
+def test_node_refuses_a_keypair_the_trusted_ca_did_not_issue(
+    node_config: NodeupConfig, node_pki: dict[str, tuple[bytes, bytes]]
+) -> None:
+    other = make_node_pki((lambda k: (k.cert_pem, k.key_pem))(new_ca("kubernetes-ca")))
+    with pytest.raises(RenderError, match="keyset kube-proxy: its certificate is not issued by a trusted"):
+        render_machine(
+            node_config,
+            instance_id="i-7",
+            zone="eu-west-1a",
+            node_name="n7",
+            pki={**node_pki, "kube-proxy": other["kube-proxy"]},
+        )
+
+
+def test_rotated_ca_bundle_is_trusted_everywhere(
+    spec: tuple[Cluster, list[InstanceGroup]],
+    pki: dict[str, tuple[bytes, bytes]],
+    node_pki: dict[str, tuple[bytes, bytes]],
+    tmp_path: Path,
+) -> None:
+    """During a CA rotation the config carries both certificates; leaves of the old CA still verify."""
+    cluster, groups = spec
+    new = new_ca("kubernetes-ca")
+    bundle = pki["kubernetes-ca"][0] + new.cert_pem
+    node = node_config_of(cluster, groups, bundle)
+    files = {
+        f.path: f
+        for f in render_machine(node, instance_id="i-8", zone="eu-west-1a", node_name="n8", pki=node_pki)
+    }
+    assert files["/srv/kubernetes/ca.crt"].content == bundle
+    _openssl_verify(tmp_path, bundle, _client_cert(files, "/var/lib/kubelet/kubeconfig"))
+    # The control plane signs with the CA it holds: added to the bundle if the config lacks it.
+    cp = build_nodeup_config(
+        cluster, groups[0], api_endpoint=LB, ca_certificates={"kubernetes-ca": new.cert_pem}
+    )
+    cp_files = {
+        f.path: f
+        for f in render_machine(
+            cp, instance_id="i-9", zone="eu-west-1a", node_name="n9", pki=pki, etcd_volumes=VOLUMES
+        )
+    }
+    assert cp_files["/srv/kubernetes/ca.crt"].content == new.cert_pem + pki["kubernetes-ca"][0]
+    _openssl_verify(
+        tmp_path,
+        cp_files["/srv/kubernetes/ca.crt"].content,
+        cp_files["/srv/kubernetes/kubelet-server.crt"].content,
+    )
+
+
+def test_control_plane_keeps_the_kubelet_rbac_binding(cp_files: dict[str, FileSpec]) -> None:
+    binding = doc(cp_files, "/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml")
+    assert binding["kind"] == "ClusterRoleBinding"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:node",
+    }
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubelet"}
+    ]
+    kubernetes_validate.validate(binding, "1.34.2", strict=True)
+    assert cp_files["/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml"].mode == 0o644
+
+
+def test_no_kubelet_rbac_binding_without_rbac(pki: dict[str, tuple[bytes, bytes]]) -> None:
+    cluster, groups = tutorial(authorization="AlwaysAllow")
+    config = build_nodeup_config(cluster, groups[0], api_endpoint=LB)
+    files = render_machine(
+        config, instance_id="i-1", zone="eu-west-1a", node_name="i-1", pki=pki, etcd_volumes=VOLUMES
+    )
+    assert not any(f.path.startswith("/etc/kubernetes/addons/") for f in files)
 
 
 def test_bastion_renders_nothing(spec: tuple[Cluster, list[InstanceGroup]]) -> None:

@@ -137,9 +137,9 @@ def completion(shell: str) -> None:
 
 
 def _register() -> None:
-    from pykops.cli import create, delete, edit, get, keys, replace, sandbox, update
+    from pykops.cli import create, delete, edit, get, keys, release, replace, sandbox, update
 
-    for module in (create, get, edit, replace, delete, update, keys, sandbox):
+    for module in (create, get, edit, replace, delete, update, keys, release, sandbox):
         cli.add_command(module.command)
     cli.add_command(__import__("pykops.cli.nodeup", fromlist=["command"]).command)
 

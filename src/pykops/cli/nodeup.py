@@ -1,10 +1,12 @@
 """``pykops nodeup``: bootstrap this machine from its instance group's NodeupConfig (the I/O shell).
 
-It reads the config and the keysets the role needs from the state store, learns who the machine is
-(instance id and zone: the instance metadata service, or ``--instance-id`` and EC2), attaches and mounts
-the etcd volumes of a control-plane machine, renders the machine's files (:mod:`pykops.nodeup.render`,
-pure) and writes them. Without ``--root`` it also downloads the pinned binaries (each checked against its
-SHA-256; a binary without a pinned hash is refused) and starts containerd and the kubelet.
+It reads the config and the keysets the role needs from the state store (a worker node: only its
+``kubelet`` and ``kube-proxy`` keypairs, never a CA's private key; its CA certificates are in the config),
+learns who the machine is (instance id and zone: the instance metadata service, or ``--instance-id`` and
+EC2), attaches and mounts the etcd volumes of a control-plane machine, renders the machine's files
+(:mod:`pykops.nodeup.render`, pure) and writes them. Without ``--root`` it also downloads the pinned
+binaries (each checked against its SHA-256; a binary without a pinned hash is refused) and starts
+containerd and the kubelet.
 
 ``--root DIR`` renders a machine into a directory instead: every file lands under DIR (never outside), no
 binary is downloaded (``DIR/var/lib/pykops/assets.json`` lists what would be), no service is started, and
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from pykops.nodeup.assets import Asset
     from pykops.nodeup.config import NodeupConfig
     from pykops.nodeup.render import FileSpec, Pki
+    from pykops.state.keystore import Keystore
 
 # pykops.cli.main's settings (not imported from there: main imports this module while registering it).
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -101,8 +104,8 @@ def read_nodeup_config(url: str) -> NodeupConfig:
     return NodeupConfig.from_yaml(read_url(url).decode(), url)
 
 
-def read_pki(config: NodeupConfig) -> Pki:
-    """The primary keypair of each keyset the role needs (``<cluster>/pki/private/<name>/keyset.yaml``)."""
+def config_keystore(config: NodeupConfig) -> Keystore:
+    """The keystore of the config's cluster, in the state store its ``configBase`` names."""
     from pykops.state.keystore import Keystore
     from pykops.state.store import open_store
 
@@ -110,13 +113,54 @@ def read_pki(config: NodeupConfig) -> Pki:
     root, _, cluster = base.rpartition("/")
     if cluster != config.cluster_name:
         raise NodeupError(f"configBase {base} does not end with the cluster name {config.cluster_name}")
-    keystore = Keystore(open_store(root), config.cluster_name)
+    return Keystore(open_store(root), config.cluster_name)
+
+
+def read_pki(config: NodeupConfig, keystore: Keystore | None = None) -> Pki:
+    """The primary keypair of each keyset the role reads (``<cluster>/pki/private/<name>/keyset.yaml``):
+    on a worker node only ``kubelet`` and ``kube-proxy``, never a CA (:func:`private_keysets_to_read`)."""
+    from pykops.nodeup.config import private_keysets_to_read
+
+    keystore = keystore or config_keystore(config)
     out: dict[str, tuple[bytes, bytes]] = {}
-    for name in config.keysets:
+    for name in private_keysets_to_read(config):
         primary = keystore.require(name).primary
         if not primary.key_pem:
             raise NodeupError(f"keyset {name} has no private key for its primary item {primary.id}")
         out[name] = (primary.cert_pem, primary.key_pem)
+    return out
+
+
+def read_missing_ca_certificates(
+    config: NodeupConfig, pki: Pki, keystore: Keystore | None = None
+) -> dict[str, bytes]:
+    """The CA certificates the machine needs that neither its config (``caCertificates``) nor ``pki``
+    holds: a config written before ``caCertificates`` existed. Read from the keystore, keeping only the
+    certificates; on AWS a worker node's IAM role may not read a CA's keyset, so re-running
+    ``update cluster --yes`` (which writes them into the config) is the fix."""
+    from pykops.nodeup.config import ca_keysets_for
+
+    missing = [
+        name
+        for name in ca_keysets_for(config.cluster(), config.role)
+        if name not in config.ca_certificates and name not in pki
+    ]
+    if not missing:
+        return {}
+    info(
+        f"  warning: the NodeupConfig has no caCertificates for {', '.join(missing)} (written by an older "
+        "pykops); reading the certificates from the state store. Re-run: pykops update cluster --yes"
+    )
+    keystore = keystore or config_keystore(config)
+    out: dict[str, bytes] = {}
+    for name in missing:
+        try:
+            out[name] = keystore.require(name).ca_bundle()
+        except PykopsError as exc:
+            raise NodeupError(
+                f"cannot read the {name} certificates ({exc}); rewrite this machine's config with "
+                "caCertificates: pykops update cluster --yes"
+            ) from None
     return out
 
 
@@ -382,7 +426,9 @@ def run_nodeup(
         f"nodeup: {config.role} {identity.instance_id} ({node}) in {identity.zone}, instance group "
         f"{config.instance_group} of {config.cluster_name}, Kubernetes {config.kubernetes_version}"
     )
-    pki = read_pki(config)
+    keystore = config_keystore(config)
+    pki = read_pki(config, keystore)
+    ca_certificates = read_missing_ca_certificates(config, pki, keystore)
 
     etcd_volumes: dict[str, str] = {}
     if config.is_control_plane and config.etcd_members:
@@ -424,6 +470,7 @@ def run_nodeup(
         node_name=node,
         pki=pki,
         etcd_volumes=etcd_volumes,
+        ca_certificates=ca_certificates,
     )
     if dry_run:
         click.echo(f"{'MODE':<6} {'SIZE':>7}  PATH")

@@ -85,6 +85,9 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_c
         if plan.changes:
             click.echo(f"Applying: {summary(plan.changes)}.")
         elapsed = apply_plan(registry, plan, on_event=progress_printer(len(plan.changes)))
+    release_warning = plan.release.warning() if plan.release is not None else None
+    if release_warning:
+        warn(release_warning)
     if create_kube_config:
         from pykops.ops.kubeconfig import export_kubeconfig
 

@@ -3,7 +3,9 @@
 Mutating EC2/Auto Scaling/ELB actions are allowed only on resources tagged for this cluster (or, for
 creates, only when the request tags them for this cluster); reads are allowed where AWS offers no
 resource-level scoping (Describe*). State-store access is limited to the cluster's prefix: the control
-plane reads all of it and writes only etcd backups; nodes read only what a node needs.
+plane reads all of it and writes only etcd backups; nodes read only what a node needs: their own config,
+and of the keystore only the leaf keysets ``kubelet`` and ``kube-proxy`` (:data:`NODE_KEYSETS`), never a
+CA's private key (``pki/private/kubernetes-ca/`` and the other CAs stay unreadable).
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ CONTROL_PLANE_CREATE = [
     "elasticloadbalancing:CreateTargetGroup",
 ]
 NODE_READ = ["ec2:DescribeInstances", "ec2:DescribeRegions", "ec2:DescribeInstanceTypes"]
+# The keysets (with private keys) a worker node reads: pykops.nodeup.config.NODE_KEYSETS (not imported:
+# the model does not depend on nodeup; a test checks they agree).
+NODE_KEYSETS = ("kubelet", "kube-proxy")
 ECR_READ = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
@@ -119,6 +124,7 @@ def _state_store_statements(ctx: ModelContext, role: str) -> list[dict[str, Any]
             f"{arn}/{prefix}/cluster-completed.spec",
             f"{arn}/{prefix}/igconfig/node/*",
             f"{arn}/{prefix}/pki/issued/*",
+            *(f"{arn}/{prefix}/pki/private/{name}/*" for name in NODE_KEYSETS),
             f"{arn}/{prefix}/secrets/dockerconfig",
             f"{arn}/{prefix}/releases/*",
         ]

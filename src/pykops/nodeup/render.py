@@ -2,9 +2,20 @@
 
 :func:`render_machine` turns the completed spec of a cluster and of an instance group into the files of
 one machine: containerd's configuration and unit, the kubelet's configuration, kubeconfig and unit, the
-machine's certificates (issued here from the CAs it is given), and on the control plane the static pods
-(etcd main and events, kube-apiserver, kube-controller-manager, kube-scheduler); kube-proxy runs on every
-machine unless ``spec.kubeProxy.enabled`` is false.
+machine's certificates, and on the control plane the static pods (etcd main and events, kube-apiserver,
+kube-controller-manager, kube-scheduler) and the kubelet's RBAC binding; kube-proxy runs on every machine
+unless ``spec.kubeProxy.enabled`` is false.
+
+Certificates, per role (kOps' legacy "fetched" design, kops <= 1.18): the control plane is trusted with the
+CAs and issues its own certificates here (a per-machine ``system:node:<name>`` kubelet identity, serving
+certificates...). A worker node never holds a CA's private key: it is given the ``kubelet`` and
+``kube-proxy`` keypairs (client certificates issued once by ``update cluster``) and the CA certificates of
+its NodeupConfig (``caCertificates``). Its kubelet uses the shared identity ``kubelet`` (group
+``system:nodes``), which the Node authorizer does not cover, so the control plane gets
+``/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml`` binding ClusterRole ``system:node`` to
+the user ``kubelet`` (kOps' ``rbac.addons.k8s.io`` binding; the add-on applier applies it). A node's
+kubelet serves with the self-signed certificate it makes itself (no ``tlsCertFile``, as in kOps before
+kops-controller), which the API server accepts unless ``kubeAPIServer.kubeletCertificateAuthority`` is set.
 
 The spec's component sections become flags through one generic mapping (:func:`component_flags`):
 camelCase field → ``--kebab-case`` flag, booleans ``--x=true``, lists comma-joined, maps ``k=v,...``
@@ -32,6 +43,8 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 import yaml
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from pydantic import BaseModel
 
 from pykops.api.models import Cluster, InstanceGroup, KubeletConfig
@@ -39,12 +52,14 @@ from pykops.errors import PykopsError
 from pykops.nodeup.config import (
     AGGREGATOR_CA,
     ETCD_CLIENTS_CA,
+    KUBE_PROXY,
+    KUBELET,
     KUBERNETES_CA,
     SERVICE_ACCOUNT,
     NodeupConfig,
     etcd_peers_ca,
 )
-from pykops.pki.ca import Keypair, issue, load_keypair, public_key_pem
+from pykops.pki.ca import Keypair, PKIError, issue, load_certificate, load_keypair, public_key_pem
 from pykops.pki.kubeconfig import build_kubeconfig
 
 # ---------------------------------------------------------------------------------------------------------
@@ -63,6 +78,8 @@ class FileSpec(NamedTuple):
 
 # keyset name → (certificate PEM, private key PEM) of its primary item.
 Pki = Mapping[str, tuple[bytes, bytes]]
+# keyset name → PEM bundle of its trusted certificates (public).
+CaCertificates = Mapping[str, bytes]
 
 
 class RenderError(PykopsError):
@@ -74,6 +91,9 @@ PRIVATE = 0o600
 EXECUTABLE = 0o755
 
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
+# Add-on manifests the control plane keeps for the add-on applier (kOps: the addons' channel in the store).
+ADDONS_DIR = "/etc/kubernetes/addons"
+KUBELET_RBAC_ADDON = f"{ADDONS_DIR}/rbac.addons.k8s.io/kubelet-binding.yaml"
 SRV = "/srv/kubernetes"
 CA_CRT = f"{SRV}/ca.crt"
 KUBELET_CONFIG = "/var/lib/kubelet/kubelet-config.yaml"
@@ -479,15 +499,48 @@ def _exec(binary: str, args: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class _Certs:
-    """Issues the machine's certificates from the CAs it was given; every certificate has one lifetime."""
+def _certificates(bundle: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        raise RenderError("a CA certificate bundle is not PEM certificates") from None
 
-    def __init__(self, pki: Pki, validity: timedelta) -> None:
+
+def _issued_by_any(cert_pem: bytes, bundle: bytes) -> bool:
+    cert = load_certificate(cert_pem)
+    for ca in _certificates(bundle):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
+
+
+def _with_newline(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"
+
+
+class _Certs:
+    """The machine's certificates: issued here from the CAs it was given (``may_sign``, the control plane),
+    or the fetched leaf keypairs of a worker node; every issued certificate has one lifetime.
+
+    ``ca_certificates`` are the trusted CA bundles from the NodeupConfig; a CA the machine also holds (in
+    ``pki``) is added to its bundle if missing (a CA rotated after the config was written).
+    """
+
+    def __init__(
+        self, pki: Pki, validity: timedelta, *, ca_certificates: CaCertificates, may_sign: bool
+    ) -> None:
         self.pki = pki
         self.validity = validity
+        self.ca_certificates = ca_certificates
+        self.may_sign = may_sign
         self._cas: dict[str, Keypair] = {}
 
     def ca(self, name: str) -> Keypair:
+        if not self.may_sign:
+            raise RenderError(f"internal error: a worker node never signs certificates (asked for {name})")
         if name not in self._cas:
             if name not in self.pki:
                 raise RenderError(
@@ -499,7 +552,37 @@ class _Certs:
         return self._cas[name]
 
     def ca_cert(self, name: str) -> bytes:
-        return self.ca(name).cert_pem
+        """The PEM bundle a client or server trusts for ``name``."""
+        bundle = _with_newline(self.ca_certificates[name]) if self.ca_certificates.get(name) else b""
+        if self.may_sign and (name in self.pki or not bundle):
+            own = _with_newline(self.ca(name).cert_pem)  # the missing-keyset error when it is not given
+            if not bundle or load_certificate(own) not in _certificates(bundle):
+                bundle += own
+        if not bundle:
+            raise RenderError(
+                f"the {name} CA certificate is missing: the NodeupConfig has no caCertificates.{name} "
+                "(re-run pykops update cluster --yes to rewrite it)"
+            )
+        return bundle
+
+    def fetched(self, name: str, issuer: str = KUBERNETES_CA) -> Keypair:
+        """A worker node's leaf keypair ``name`` (not issued here), checked against ``issuer``'s bundle."""
+        if name not in self.pki:
+            raise RenderError(
+                f"keyset {name} is missing; this machine needs {name} (run pykops update cluster --yes "
+                "to create the cluster's keysets)"
+            )
+        cert, key = self.pki[name]
+        try:
+            keypair = load_keypair(cert, key)
+        except PKIError as exc:
+            raise RenderError(f"keyset {name}: {exc}") from None
+        if not _issued_by_any(keypair.cert_pem, self.ca_cert(issuer)):
+            raise RenderError(
+                f"keyset {name}: its certificate is not issued by a trusted {issuer} certificate "
+                f"(after rotating {issuer}, reissue {name})"
+            )
+        return keypair
 
     def issue(
         self,
@@ -674,6 +757,7 @@ class _Machine:
         node_name: str,
         pki: Pki,
         etcd_volumes: Mapping[str, str],
+        ca_certificates: CaCertificates,
     ) -> None:
         self.config = config
         self.cluster: Cluster = config.cluster()
@@ -682,7 +766,16 @@ class _Machine:
         self.zone = zone
         self.node_name = node_name
         self.etcd_volumes = etcd_volumes
-        self.certs = _Certs(pki, certificate_validity(instance_id))
+        # A worker node never signs: it uses the fetched kubelet and kube-proxy keypairs.
+        self.issues_own_certs = config.role != "Node"
+        trusted = {name: pem.encode() for name, pem in config.ca_certificates.items()}
+        trusted.update(ca_certificates)
+        self.certs = _Certs(
+            pki,
+            certificate_validity(instance_id),
+            ca_certificates=trusted,
+            may_sign=self.issues_own_certs,
+        )
         self.version = config.kubernetes_version
         self.name = config.cluster_name
         self.files: list[FileSpec] = []
@@ -732,6 +825,7 @@ class _Machine:
             self.kube_apiserver()
             self.kube_controller_manager()
             self.kube_scheduler()
+            self.kubelet_rbac()
         paths = [f.path for f in self.files]
         duplicates = sorted({p for p in paths if paths.count(p) > 1})
         if duplicates:
@@ -875,8 +969,10 @@ class _Machine:
         kubelet = self.kubelet_section()
         # Files nodeup writes win over paths in the spec; the control plane registers tainted (kOps).
         kubelet.client_ca_file = CA_CRT
-        kubelet.tls_cert_file = f"{SRV}/kubelet-server.crt"
-        kubelet.tls_private_key_file = f"{SRV}/kubelet-server.key"
+        if self.issues_own_certs:
+            kubelet.tls_cert_file = f"{SRV}/kubelet-server.crt"
+            kubelet.tls_private_key_file = f"{SRV}/kubelet-server.key"
+        # else a worker node's kubelet makes its own self-signed serving certificate (in its --cert-dir).
         if kubelet.pod_manifest_path is None:
             kubelet.pod_manifest_path = MANIFESTS_DIR
         if kubelet.authorization_mode is None:
@@ -903,9 +999,12 @@ class _Machine:
             config["providerID"] = f"aws:///{self.zone}/{self.instance_id}"
         self.add(FileSpec(KUBELET_CONFIG, _yaml(config), PUBLIC))
 
-        client = self.certs.issue(
-            KUBERNETES_CA, f"system:node:{self.node_name}", usage="client", organization=["system:nodes"]
-        )
+        if self.issues_own_certs:
+            client = self.certs.issue(
+                KUBERNETES_CA, f"system:node:{self.node_name}", usage="client", organization=["system:nodes"]
+            )
+        else:
+            client = self.certs.fetched(KUBELET)
         self.add(
             _kubeconfig(
                 KUBELET_KUBECONFIG,
@@ -917,9 +1016,10 @@ class _Machine:
                 self.tls_server_name,
             )
         )
-        names = [self.node_name] + ([self.instance_id] if self.instance_id != self.node_name else [])
-        serving = self.certs.issue(KUBERNETES_CA, self.node_name, usage="server", dns_names=names)
-        self.add(*_pair(SRV, "kubelet-server", serving))
+        if self.issues_own_certs:
+            names = [self.node_name] + ([self.instance_id] if self.instance_id != self.node_name else [])
+            serving = self.certs.issue(KUBERNETES_CA, self.node_name, usage="server", dns_names=names)
+            self.add(*_pair(SRV, "kubelet-server", serving))
 
         flags = kubelet_flags(kubelet)
         flags["config"] = KUBELET_CONFIG
@@ -962,7 +1062,10 @@ class _Machine:
         flags = component_flags(proxy, renames=PROXY_RENAMES)
         flags.setdefault("hostname-override", self.node_name)
         flags["kubeconfig"] = "/var/lib/kube-proxy/kubeconfig"
-        client = self.certs.issue(KUBERNETES_CA, "system:kube-proxy", usage="client")
+        if self.issues_own_certs:
+            client = self.certs.issue(KUBERNETES_CA, "system:kube-proxy", usage="client")
+        else:
+            client = self.certs.fetched(KUBE_PROXY)
         self.add(
             _kubeconfig(
                 "/var/lib/kube-proxy/kubeconfig",
@@ -1197,6 +1300,36 @@ class _Machine:
         )
         pod["metadata"]["annotations"] = {"kubectl.kubernetes.io/default-container": "kube-apiserver"}
         self.manifest("kube-apiserver.yaml", pod)
+
+    def kubelet_rbac(self) -> None:
+        """The binding that lets worker nodes' shared ``kubelet`` identity act as a node under RBAC.
+
+        The Node authorizer only authorizes ``system:node:<name>`` users, so with ``Node,RBAC`` the user
+        ``kubelet`` needs ClusterRole ``system:node`` through RBAC (kOps' ``rbac.addons.k8s.io`` binding,
+        from Kubernetes' ``cluster/addons/rbac/kubelet-binding.yaml``). It is bound to that one user, not
+        to the group ``system:nodes``: a group binding would also give every per-machine
+        ``system:node:<name>`` identity (the control plane's kubelets) the whole role cluster-wide, undoing
+        the Node authorizer's limits. Written for the add-on applier; not applied by nodeup.
+        """
+        api = self.spec.kube_api_server
+        modes = {m.strip() for m in ((api.authorization_mode if api else None) or "").split(",")}
+        if "RBAC" not in modes:
+            return
+        group = "rbac.authorization.k8s.io"
+        binding = {
+            "apiVersion": f"{group}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {
+                "name": "kubelet-cluster-admin",  # kOps' name; it grants system:node, not cluster-admin
+                "labels": {
+                    "k8s-addon": "rbac.addons.k8s.io",
+                    "addonmanager.kubernetes.io/mode": "Reconcile",
+                },
+            },
+            "roleRef": {"apiGroup": group, "kind": "ClusterRole", "name": "system:node"},
+            "subjects": [{"apiGroup": group, "kind": "User", "name": KUBELET}],
+        }
+        self.add(FileSpec(KUBELET_RBAC_ADDON, _yaml(binding), PUBLIC))
 
     def _service_account(self) -> tuple[bytes, bytes]:
         if SERVICE_ACCOUNT not in self.certs.pki:
@@ -1491,12 +1624,16 @@ def render_machine(
     node_name: str,
     pki: Pki,
     etcd_volumes: Mapping[str, str] | None = None,
+    ca_certificates: CaCertificates | None = None,
 ) -> list[FileSpec]:
     """Every file of one machine of ``config``'s instance group, sorted by path.
 
-    ``pki`` maps keyset names to the (certificate, private key) PEM of their primary item; the machine's
-    certificates are issued from them here. ``etcd_volumes`` maps each etcd cluster (``main``, ``events``)
-    whose member this machine runs to the id of the EBS volume attached for it (control plane only).
+    ``pki`` maps keyset names to the (certificate, private key) PEM of their primary item: on the control
+    plane the CAs (the machine's certificates are issued from them here), on a worker node only its
+    ``kubelet`` and ``kube-proxy`` keypairs (any CA key given is never used). The CA certificates trusted
+    are the config's ``caCertificates``, updated with ``ca_certificates`` (keyset name → PEM bundle; for
+    configs written without them). ``etcd_volumes`` maps each etcd cluster (``main``, ``events``) whose
+    member this machine runs to the id of the EBS volume attached for it (control plane only).
     """
     machine = _Machine(
         config,
@@ -1505,5 +1642,6 @@ def render_machine(
         node_name=node_name,
         pki=pki,
         etcd_volumes=etcd_volumes or {},
+        ca_certificates=ca_certificates or {},
     )
     return machine.render()

@@ -28,7 +28,8 @@ from pykops.errors import SpecError
 from pykops.model.bootstrap import igconfig_key, user_data
 from pykops.model.build import build
 from pykops.model.context import MANAGED_TAG, MANAGED_VALUE, ImageInfo, ModelContext
-from pykops.nodeup.config import build_nodeup_config
+from pykops.nodeup.config import architecture_of, build_nodeup_config, ca_certificates_for
+from pykops.release import ReleaseUpload, upload_release
 from pykops.state.keystore import Keystore
 from pykops.state.registry import COMPLETED_SPEC, ClusterRegistry
 from pykops.state.sshkeys import parse_public_key
@@ -44,6 +45,7 @@ class ClusterPlan:
     kinds: dict[str, Kind]
     cloud: AwsCloud
     warnings: list[str] = field(default_factory=list)
+    release: ReleaseUpload | None = None  # set by apply_plan: the pykops release uploaded for the machines
 
     @property
     def needs_rolling_update(self) -> list[str]:
@@ -169,8 +171,11 @@ def write_derived_state(
     name = plan.cluster.name
     registry.store.put(f"{name}/{COMPLETED_SPEC}", dump_yaml([plan.cluster]).encode())
     endpoint = api_endpoint(plan, attrs or {})
+    keystore = Keystore(registry.store, name)
     for group in plan.groups:
-        config = build_nodeup_config(plan.cluster, group, api_endpoint=endpoint)
+        # The CA certificates (public) travel in the config: worker nodes never read a CA keyset.
+        cas = ca_certificates_for(keystore, plan.cluster, group)
+        config = build_nodeup_config(plan.cluster, group, api_endpoint=endpoint, ca_certificates=cas)
         registry.store.put(igconfig_key(name, group), config.to_yaml().encode())
 
 
@@ -179,6 +184,8 @@ def apply_plan(
 ) -> float:
     start = time.monotonic()
     Keystore(registry.store, plan.cluster.name).ensure_cluster_keysets(plan.cluster)
+    arches = {architecture_of(g) for g in plan.groups} or {"amd64"}
+    plan.release = upload_release(registry.store, plan.cluster.name, arches=arches)
     attrs: dict[tuple[str, str], dict[str, Any]] = {}
     if plan.changes:
         result = apply(

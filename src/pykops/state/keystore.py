@@ -29,6 +29,12 @@ kops facts kept here:
   ``apiserver-aggregator-ca``, ``service-account``, ``etcd-clients-ca`` (shared by main/events),
   ``etcd-manager-ca-<etcd cluster>``, ``etcd-peers-ca-<etcd cluster>``, ``etcd-clients-ca-cilium`` for an
   etcd cluster named ``cilium``, and ``discovery-ca`` when a discovery service URL is set.
+* leaf keysets (kops <= 1.18 ``pkg/model/pki.go``, "fetched" node credentials): ``kubelet`` (client,
+  ``O=system:nodes, CN=kubelet``) and ``kube-proxy`` (client, ``CN=system:kube-proxy``), issued from
+  ``kubernetes-ca`` and stored like the CAs, in ``pki/private/<name>/keyset.yaml``. Worker nodes read these
+  instead of the CA's private key, so a node can never mint other identities (``system:masters``...). The
+  shared ``kubelet`` identity is not a ``system:node:<name>`` user: the Node authorizer ignores it and RBAC
+  grants it the ``system:node`` role (nodeup renders that binding on the control plane).
 
 Keysets are written with ``secret=True`` (0600 in a ``file://`` store, SSE on S3), created with a
 conditional create (two racing creators: the first wins, the second reads and uses the winner's) and
@@ -50,14 +56,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pykops.errors import ConflictError, NotFoundError, PykopsError, StateStoreError
-from pykops.pki.ca import Keypair, PKIError, load_certificate, load_keypair, new_ca, new_serial
+from pykops.pki.ca import (
+    CA_VALIDITY,
+    Keypair,
+    PKIError,
+    Usage,
+    issue,
+    load_certificate,
+    load_keypair,
+    new_ca,
+    new_serial,
+)
 from pykops.pki.ca import new_service_account_key as _new_service_account_key
 from pykops.state.store import StateStore
 
 if TYPE_CHECKING:
     from pykops.api.models import Cluster
 
-KeysetKind = Literal["ca", "rsa"]
+# ``ca``: a self-signed CA; ``rsa``: the service-account signing key; ``leaf``: a certificate issued from a
+# CA (:data:`LEAF_KEYSETS` says which CA and which subject).
+KeysetKind = Literal["ca", "rsa", "leaf"]
 
 API_VERSION = "kops.k8s.io/v1alpha2"
 KIND = "Keyset"
@@ -68,9 +86,32 @@ APISERVER_AGGREGATOR_CA = "apiserver-aggregator-ca"
 SERVICE_ACCOUNT = "service-account"
 ETCD_CLIENTS_CA = "etcd-clients-ca"
 DISCOVERY_CA = "discovery-ca"
+KUBELET = "kubelet"
+KUBE_PROXY = "kube-proxy"
 
 # kops reads these older names when the new one is missing (vfs_keystorereader.go legacyKeysetMappings).
 LEGACY_NAMES = {SERVICE_ACCOUNT: "master", KUBERNETES_CA: "ca"}
+
+
+@dataclass(frozen=True)
+class LeafSpec:
+    """How a leaf keyset's certificate is issued: by the primary of keyset ``issuer``."""
+
+    issuer: str
+    common_name: str
+    organization: tuple[str, ...] = ()
+    usage: Usage = "client"
+
+
+# kops <= 1.18 pkg/model/pki.go: "kubelet" (o=system:nodes, cn=kubelet) and "kube-proxy"
+# (cn=system:kube-proxy), both client certificates from the cluster CA.
+LEAF_KEYSETS: dict[str, LeafSpec] = {
+    KUBELET: LeafSpec(KUBERNETES_CA, "kubelet", ("system:nodes",)),
+    KUBE_PROXY: LeafSpec(KUBERNETES_CA, "system:kube-proxy"),
+}
+# Nodes cannot renew these, so they live as long as the CA allows (issue() caps NotAfter at the CA's);
+# replace them with Keystore.reissue (rotation), e.g. after rotating the CA.
+LEAF_VALIDITY = CA_VALIDITY
 
 
 def _id_sort_key(item_id: str) -> tuple[int, int, str]:
@@ -364,9 +405,14 @@ def keyset_info(keyset: Keyset) -> list[KeysetInfo]:
 
 
 def cluster_keyset_names(cluster: Cluster) -> dict[str, KeysetKind]:
-    """The keysets a cluster needs (name → kind), given its etcd clusters; pass the completed spec."""
+    """The keysets a cluster needs (name → kind), given its etcd clusters; pass the completed spec.
+
+    Issuers come before the leaf keysets they issue (``kubernetes-ca`` before ``kubelet``).
+    """
     names: dict[str, KeysetKind] = {
         KUBERNETES_CA: "ca",
+        KUBELET: "leaf",
+        KUBE_PROXY: "leaf",
         APISERVER_AGGREGATOR_CA: "ca",
         SERVICE_ACCOUNT: "rsa",
     }
@@ -389,7 +435,28 @@ def new_keypair(name: str, kind: KeysetKind) -> Keypair:
         return new_ca(name)
     if kind == "rsa":
         return _new_service_account_key(name)
-    raise PykopsError(f"unknown keyset kind {kind!r}; expected ca or rsa")
+    if kind == "leaf":
+        raise PykopsError(f"keyset {name} is issued from a CA: use Keystore.ensure_leaf or new_leaf_keypair")
+    raise PykopsError(f"unknown keyset kind {kind!r}; expected ca, rsa or leaf")
+
+
+def leaf_spec(name: str) -> LeafSpec:
+    spec = LEAF_KEYSETS.get(name)
+    if spec is None:
+        raise PykopsError(f"keyset {name} is not a leaf keyset (known: {', '.join(sorted(LEAF_KEYSETS))})")
+    return spec
+
+
+def new_leaf_keypair(name: str, ca: Keypair) -> Keypair:
+    """A new key and certificate for the leaf keyset ``name`` (:data:`LEAF_KEYSETS`), signed by ``ca``."""
+    spec = leaf_spec(name)
+    return issue(
+        ca,
+        common_name=spec.common_name,
+        organization=spec.organization,
+        usage=spec.usage,
+        validity=LEAF_VALIDITY,
+    )
 
 
 class Keystore:
@@ -464,18 +531,33 @@ class Keystore:
         return replace(keyset, version=version)
 
     def ensure(self, name: str, kind: KeysetKind = "ca") -> Keyset:
-        """The keyset ``name``, created (a new CA, or for ``rsa`` a signing key) if missing.
+        """The keyset ``name``, created (a new CA, for ``rsa`` a signing key, for ``leaf`` a certificate
+        issued by its CA, see :meth:`ensure_leaf`) if missing.
 
         Creation is conditional: if someone else creates it first, theirs is read and returned.
         """
+        if kind == "leaf":
+            return self.ensure_leaf(name)
         existing = self.get(name)
         if existing is not None:
             return existing
-        candidate = Keyset.new(name, new_keypair(name, kind))
+        return self._create_or_read_winner(Keyset.new(name, new_keypair(name, kind)))
+
+    def ensure_leaf(self, name: str) -> Keyset:
+        """The leaf keyset ``name`` (``kubelet``, ``kube-proxy``), issued from the current primary of its
+        CA if missing (the CA must exist: see :meth:`ensure_cluster_keysets`). Created once, conditionally."""
+        spec = leaf_spec(name)
+        existing = self.get(name)
+        if existing is not None:
+            return existing
+        ca = self.require(spec.issuer).primary_keypair()
+        return self._create_or_read_winner(Keyset.new(name, new_leaf_keypair(name, ca)))
+
+    def _create_or_read_winner(self, candidate: Keyset) -> Keyset:
         try:
             return self.create(candidate)
         except ConflictError:
-            winner = self.get(name)
+            winner = self.get(candidate.name)
             if winner is None:  # created and deleted again meanwhile: give up loudly
                 raise
             return winner
@@ -483,6 +565,12 @@ class Keystore:
     def ensure_cluster_keysets(self, cluster: Cluster) -> dict[str, Keyset]:
         """Every keyset the cluster needs (:func:`cluster_keyset_names`), created where missing."""
         return {name: self.ensure(name, kind) for name, kind in cluster_keyset_names(cluster).items()}
+
+    def reissue(self, name: str) -> Keyset:
+        """Rotate the leaf keyset ``name``: a new certificate from its CA's current primary becomes the
+        primary (the old item stays until distrusted). Machines pick it up the next time they run nodeup."""
+        ca = self.require(leaf_spec(name).issuer).primary_keypair()
+        return self.add_item(name, new_leaf_keypair(name, ca), primary=True)
 
     def replace(self, keyset: Keyset) -> Keyset:
         """Store a changed keyset read earlier; ConflictError if it changed since (re-read and retry)."""

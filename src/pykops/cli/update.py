@@ -95,7 +95,6 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_c
         for message in notes:
             warn(message)
         info(f"kubeconfig: context {name} written to {path}")
-        info(f"  for credentials: pykops export kubeconfig {name} --admin")
     mutating = sum(plan.cloud.calls.mutating().values())
     if not plan.changes:
         click.echo("No changes need to be applied.")

@@ -291,3 +291,31 @@ def test_elb_names_are_short_and_distinct() -> None:
     b = elb_name("api", "a-very-long-cluster-name-for-testing.example.org")
     assert len(a) <= 32 and len(b) <= 32 and a != b
     assert elb_name("api", NAME) == elb_name("api", NAME)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "extra"),
+    [
+        ("kubenet", set()),
+        ("cilium", set()),
+        ("flannel", set()),
+        ("canal", set()),
+        ("amazonvpc", set()),
+        ("kindnet", set()),
+        ("calico", {("4", 0, 0)}),
+        ("kube-router", {("4", 0, 0)}),
+    ],
+)
+def test_node_to_control_plane_rules_per_network_plugin(
+    plugin: str, extra: set[tuple[str, int, int]]
+) -> None:
+    """Nodes reach the control plane on all but etcd's ports, plus IP-in-IP for the plugins using it."""
+    cluster, groups = _cluster(networking=plugin)
+    rules = {
+        (str(p["protocol"]), int(str(p["from_port"])), int(str(p["to_port"])))
+        for p in _rules({r.key: r for r in build(_ctx(cluster, groups))})
+        if p.get("source_group") == Ref("SecurityGroup", f"nodes.{NAME}")
+        and p["group"] == Ref("SecurityGroup", f"masters.{NAME}")
+    }
+    base = {("tcp", 1, 2379), ("tcp", 2382, 4000), ("tcp", 4003, 65535), ("udp", 1, 65535)}
+    assert rules == base | extra

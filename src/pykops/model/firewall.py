@@ -19,6 +19,8 @@ from pykops.model.names import rule_name
 # Node → control-plane TCP ranges: everything but the etcd peer (2380-2381) and client (4001-4002) ports.
 NODE_TO_CONTROL_PLANE_TCP = ((1, 2379), (2382, 4000), (4003, 65535))
 ALL = "-1"
+IPIP = "4"
+IPIP_PLUGINS = ("calico", "kuberouter")
 
 
 def _rule(
@@ -99,6 +101,11 @@ def build_firewall(ctx: ModelContext) -> list[Resource]:
     for low, high in NODE_TO_CONTROL_PLANE_TCP:
         out.append(_rule(ctx, cp, "ingress", "tcp", low, high, source_group=nodes))
     out.append(_rule(ctx, cp, "ingress", "udp", 1, 65535, source_group=nodes))
+    # Network plugins that tunnel pod traffic in IP-in-IP (protocol 4) need it from nodes to the control
+    # plane too (as kops does); VXLAN (UDP) and BGP (TCP 179) are inside the ranges above.
+    plugin = spec.networking.plugin() if spec.networking else None
+    if plugin in IPIP_PLUGINS:
+        out.append(_rule(ctx, cp, "ingress", IPIP, 0, 0, source_group=nodes))
     for sg in (cp, nodes, api):
         out.extend(_egress_all(ctx, sg))
 

@@ -10,7 +10,7 @@ import stat
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,36 +123,9 @@ def test_reads_legacy_kops_names(store: StateStore) -> None:
 @pytest.mark.parametrize("store_url", ["file", "memfs", "s3"], indirect=True)
 def test_racing_creators_end_with_one_keyset(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both threads see no keyset and generate one; the conditional create lets exactly one win."""
-    barrier = threading.Barrier(2, timeout=30)
-    real_new_keypair = keystore_module.new_keypair
-    generated: list[str] = []
-
-    def slow_new_keypair(name: str, kind: keystore_module.KeysetKind) -> Any:
-        keypair = real_new_keypair(name, kind)
-        generated.append(keypair.id)
-        barrier.wait()  # both candidates exist before either is written
-        return keypair
-
-    monkeypatch.setattr(keystore_module, "new_keypair", slow_new_keypair)
-    results: list[Keyset] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(Keystore(open_store(store.url), NAME).ensure("etcd-clients-ca"))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert len(generated) == 2 and generated[0] != generated[1]
-    assert results[0].primary_id == results[1].primary_id
-    stored = Keystore(store, NAME).get("etcd-clients-ca")
-    assert stored is not None and len(stored.items) == 1 and stored.primary_id == results[0].primary_id
+    _race_two_creators(
+        store, monkeypatch, "new_keypair", lambda ks: ks.ensure("etcd-clients-ca"), "etcd-clients-ca"
+    )
 
 
 @pytest.mark.parametrize("store_url", ["file"], indirect=True)
@@ -285,36 +258,9 @@ def test_a_leaf_needs_its_ca_first(store: StateStore) -> None:
 @pytest.mark.parametrize("store_url", ["file", "memfs"], indirect=True)
 def test_racing_leaf_creators_end_with_one_keyset(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     Keystore(store, NAME).ensure("kubernetes-ca")
-    barrier = threading.Barrier(2, timeout=30)
-    real = keystore_module.new_leaf_keypair
-    generated: list[str] = []
-
-    def slow(name: str, ca: Any) -> Any:
-        keypair = real(name, ca)
-        generated.append(keypair.id)
-        barrier.wait()  # both candidates exist before either is written
-        return keypair
-
-    monkeypatch.setattr(keystore_module, "new_leaf_keypair", slow)
-    results: list[Keyset] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            results.append(Keystore(open_store(store.url), NAME).ensure_leaf("kubelet"))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert len(generated) == 2 and generated[0] != generated[1]
-    assert results[0].primary_id == results[1].primary_id
-    stored = Keystore(store, NAME).get("kubelet")
-    assert stored is not None and len(stored.items) == 1 and stored.primary_id == results[0].primary_id
+    _race_two_creators(
+        store, monkeypatch, "new_leaf_keypair", lambda ks: ks.ensure_leaf("kubelet"), "kubelet"
+    )
 
 
 def test_reissue_rotates_a_leaf_after_the_ca(store: StateStore) -> None:
@@ -644,3 +590,44 @@ def test_keystore_writes_through_os_umask(store: StateStore, tmp_path: Path) -> 
         os.umask(old)
     path = tmp_path / "state" / NAME / "pki" / "private" / "kubernetes-ca" / "keyset.yaml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _race_two_creators(
+    store: StateStore,
+    monkeypatch: pytest.MonkeyPatch,
+    generator: str,
+    ensure: Callable[[Keystore], Keyset],
+    name: str,
+) -> None:
+    """Two threads each generate a keypair (held at a barrier so both exist before either is written) and
+    ensure keyset ``name``: both must end with the same single stored item."""
+    barrier = threading.Barrier(2, timeout=30)
+    real = getattr(keystore_module, generator)
+    generated: list[str] = []
+
+    def slow(*args: Any) -> Any:
+        keypair = real(*args)
+        generated.append(keypair.id)
+        barrier.wait()  # both candidates exist before either is written
+        return keypair
+
+    monkeypatch.setattr(keystore_module, generator, slow)
+    results: list[Keyset] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(ensure(Keystore(open_store(store.url), NAME)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(generated) == 2 and generated[0] != generated[1]
+    assert results[0].primary_id == results[1].primary_id
+    stored = Keystore(store, NAME).get(name)
+    assert stored is not None and len(stored.items) == 1 and stored.primary_id == results[0].primary_id

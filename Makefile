@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo bench clean golden cloud-init
+.PHONY: install test lint typecheck unit demo bench clean golden cloud-init etcd
 
 install: $(STAMP)
 
@@ -30,7 +30,14 @@ cloud-init:
 	  --no-install-recommends cloud-init >/dev/null; } || \
 	  echo "warning: could not install cloud-init; the user data schema test will be skipped" >&2
 
-unit: install cloud-init
+# Debian's etcd-server: the sandbox runs one real etcd member per simulated control-plane machine.
+etcd:
+	@command -v etcd >/dev/null || { echo "installing Debian's etcd-server (apt-get)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends etcd-server >/dev/null; }
+	@command -v etcd >/dev/null || { echo "error: etcd is needed by the sandbox (apt-get install etcd-server)" >&2; exit 1; }
+
+unit: install cloud-init etcd
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -43,7 +50,7 @@ golden: install
 bench: install
 	$(BIN)/python bench/bench_update.py
 
-demo: install
+demo: install etcd
 	$(BIN)/python -m pykops.demo
 
 clean:

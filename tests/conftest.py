@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kube_fixtures import *  # noqa: F403  (the Kubernetes API fixtures)
 from pykops.sandbox.aws_emulator import AwsEmulator
 
 # --- AWS emulator -----------------------------------------------------------------------------------------

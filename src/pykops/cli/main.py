@@ -142,6 +142,15 @@ def _register() -> None:
     for module in (create, get, edit, replace, delete, update, keys, release, sandbox):
         cli.add_command(module.command)
     cli.add_command(__import__("pykops.cli.nodeup", fromlist=["command"]).command)
+    # Modules that add commands to the root or to existing groups (get/create/delete) with ``register``.
+    import importlib
+
+    for name in EXTENSIONS:
+        importlib.import_module(f"pykops.cli.{name}").register(cli)
+
+
+# Each module ``pykops.cli.<name>`` defines ``register(cli: click.Group) -> None``.
+EXTENSIONS = ("addons", "validate", "instances", "rolling", "upgrade", "iam", "volumes", "users")
 
 
 _register()

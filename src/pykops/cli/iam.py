@@ -1,0 +1,9 @@
+"""``iam bootstrap``, ``iam print-policy``, ``get zones``, ``state create-bucket`` (issue 8)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to ``cli`` (none yet)."""

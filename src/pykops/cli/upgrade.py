@@ -1,0 +1,9 @@
+"""``upgrade cluster``, ``reconcile cluster`` (issue 7)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to ``cli`` (none yet)."""

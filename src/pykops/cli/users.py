@@ -1,0 +1,9 @@
+"""``create user``, ``delete user`` (issue 8)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to ``cli`` (none yet)."""

@@ -52,7 +52,20 @@ command.name = "sandbox"
     help="Port on 127.0.0.1 for the AWS endpoint; 0 picks a free one.",
 )
 @click.option("--region", default="eu-west-1", show_default=True, help="AWS region the sandbox simulates.")
-def up(directory: Path | None, port: int, region: str) -> None:
+@click.option(
+    "--boot-delay",
+    type=click.FloatRange(0, 600),
+    default=3.0,
+    show_default=True,
+    help="Seconds from an EC2 instance running to its simulated machine booting.",
+)
+@click.option(
+    "--machines/--no-machines",
+    default=True,
+    show_default=True,
+    help="Run the machine simulator (simulated machines, etcd, a Kubernetes API per cluster).",
+)
+def up(directory: Path | None, port: int, region: str, boot_delay: float, machines: bool) -> None:
     """Start the sandbox in the background (if it is not running) and print its environment.
 
     The export lines go to stdout, messages to stderr, so that `eval "$(pykops sandbox up)"` points the
@@ -62,7 +75,7 @@ def up(directory: Path | None, port: int, region: str) -> None:
 
     sandbox = Sandbox(directory)
     info(LABEL)
-    state, started = sandbox.up(port, region=region, progress=info)
+    state, started = sandbox.up(port, region=region, progress=info, machines=machines, boot_delay=boot_delay)
     if not started:
         info(
             f"The sandbox is already running at {state.endpoint_url} (pid {state.pid}, region {state.region})"

@@ -7,6 +7,10 @@ As kops (``pkg/kubeconfig/create_kubecfg.go``, ``cmd/kops/export_kubeconfig.go``
 * the server is ``https://api.internal.<cluster>`` with ``--internal``; otherwise the API's public name
   (``https://api.<cluster>`` by default), replaced by the API load balancer's DNS name when the cluster
   has one (found in AWS by its name); ``tls-server-name`` is ``api.internal.<cluster>``;
+* in the sandbox (``$PYKOPS_SANDBOX_DIR`` set, as the sandbox's env file does) the server is the loopback
+  address the sandbox maps the cluster's API endpoint to (``<sandbox>/clusters/<cluster>/api.json``,
+  written by the machine simulator), with the same ``tls-server-name``: the simulated API presents the
+  certificate nodeup issued, so TLS is verified as on AWS;
 * the CA bundle (every trusted ``kubernetes-ca`` certificate) is embedded;
 * ``--admin[=DURATION]`` (default 18h) adds a client certificate signed by the cluster CA with
   ``CN=kubecfg-<local user>``, ``O=system:masters``, in a user named after the cluster; ``--user NAME``
@@ -129,6 +133,9 @@ def api_server_url(
     cluster: Cluster, *, internal: bool = False, lookup: LoadBalancerLookup | None = None
 ) -> ServerChoice:
     """The API server URL for the kubeconfig (see the module docstring); ``cluster`` is the completed spec."""
+    sandboxed = sandbox_api_endpoint(cluster.name)
+    if sandboxed is not None:
+        return ServerChoice(sandboxed)
     if internal:
         return ServerChoice(f"https://{internal_api_name(cluster)}")
     choice = ServerChoice(f"https://{_wrap_ipv6(public_api_name(cluster))}")
@@ -142,6 +149,36 @@ def api_server_url(
                 f"pykops update cluster --yes); using {choice.url}"
             )
     return choice
+
+
+SANDBOX_DIR_ENV = "PYKOPS_SANDBOX_DIR"
+SANDBOX_WAIT = 15.0  # seconds: the simulator maps a cluster's API within a poll or two of its first instance
+
+
+def sandbox_api_endpoint(cluster_name: str, *, wait: float = SANDBOX_WAIT) -> str | None:
+    """The loopback URL the sandbox maps ``cluster_name``'s API endpoint to, when running in the sandbox.
+
+    ``None`` outside the sandbox. Inside it, the machine simulator writes ``clusters/<name>/api.json`` once it
+    has seen the cluster's instances; if its daemon runs (``machines.pid``) this waits up to ``wait`` seconds
+    for the file, so ``update cluster --yes`` right after creating the instances gets the right address.
+    """
+    import json
+    import time
+
+    directory = os.environ.get(SANDBOX_DIR_ENV)
+    if not directory:
+        return None
+    base = Path(directory).expanduser()
+    path = base / "clusters" / cluster_name / "api.json"
+    deadline = time.monotonic() + (wait if (base / "machines.pid").exists() else 0.0)
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            server = json.loads(path.read_text())["server"]
+            if isinstance(server, str) and server.startswith("https://127."):
+                return server
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def _wrap_ipv6(host: str) -> str:

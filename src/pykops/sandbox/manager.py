@@ -12,7 +12,13 @@ and writes, in the sandbox directory (``$PYKOPS_SANDBOX_DIR`` or ``~/.pykops/san
 ``sandbox.json``
     what ``status`` reports (pid, endpoint, region, state store);
 ``aws-emulator.log``
-    the emulator's output.
+    the emulator's output;
+``machines.pid``, ``machines.log``
+    the machine simulator (:mod:`pykops.sandbox.machines`), a second background process: it boots the
+    EC2 instances of every cluster as simulated machines (the real ``pykops nodeup --root``, real etcd
+    members, a Kubernetes API emulator per cluster, simulated kubelets); its files are ``machines/``,
+    ``volumes/`` (the etcd EBS volumes' data) and ``clusters/<name>/api.json`` (the loopback address the
+    cluster's API endpoint maps to; ``export kubeconfig`` reads it).
 
 No AWS account is used: nothing in the sandbox can reach AWS, and its data lives in the emulator's memory
 (it is gone after ``down``).
@@ -27,6 +33,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,11 +49,19 @@ from pykops.sandbox.aws_emulator import DEFAULT_HOST, DEFAULT_REGION, HEALTH_PAT
 SANDBOX_DIR_ENV = "PYKOPS_SANDBOX_DIR"
 STATE_BUCKET = "pykops-sandbox-state"
 EMULATOR_MODULE = "pykops.sandbox.aws_emulator"
+MACHINES_MODULE = "pykops.sandbox.machines"
 LABEL = "pykops sandbox (local simulation; no AWS account is used)"
 
 PID_FILE = "aws-emulator.pid"
 LOG_FILE = "aws-emulator.log"
 READY_FILE = "aws-emulator.ready.json"
+MACHINES_PID_FILE = "machines.pid"
+MACHINES_LOG_FILE = "machines.log"
+MACHINES_STATE_FILE = "machines.json"
+# The simulator's data: gone with the emulator's memory at ``down``.
+_SIMULATION_DIRS = ("machines", "volumes", "clusters")
+DEFAULT_BOOT_DELAY = 3.0  # seconds from "running" in EC2 to a booted machine
+_MACHINES_STOP_TIMEOUT = 30.0  # it stops every etcd member and API server first
 ENV_FILE = "env"
 STATE_FILE = "sandbox.json"
 _LOCK_FILE = ".lock"
@@ -162,15 +177,16 @@ def _command_line(pid: int) -> str | None:
     return out.stdout.decode(errors="replace").strip() or None
 
 
-def is_emulator(pid: int, marker: str = "") -> bool:
-    """Whether ``pid`` is alive and runs the AWS emulator (not some other process that reused the pid).
+def is_emulator(pid: int, marker: str = "", module: str = EMULATOR_MODULE) -> bool:
+    """Whether ``pid`` is alive and runs ``module`` (by default the AWS emulator), not some other process that
+    reused the pid.
 
-    ``marker``: a string its command line must contain as well (the sandbox's ready-file path).
+    ``marker``: a string its command line must contain as well (a path of the sandbox's directory).
     """
     if not pid_alive(pid):
         return False
     command = _command_line(pid)
-    return command is not None and EMULATOR_MODULE in command and marker in command
+    return command is not None and module in command and marker in command
 
 
 def healthy(endpoint_url: str, timeout: float = 2.0) -> bool:
@@ -192,7 +208,7 @@ def _await_health(endpoint_url: str, seconds: float) -> bool:
     return True
 
 
-def _stop_pid(pid: int, timeout: float) -> None:
+def _stop_pid(pid: int, timeout: float, what: str = "the AWS emulator") -> None:
     """SIGTERM ``pid``; SIGKILL if it is still there after ``timeout`` seconds."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_TIMEOUT)):
         with contextlib.suppress(ProcessLookupError):
@@ -203,7 +219,7 @@ def _stop_pid(pid: int, timeout: float) -> None:
                 return
             time.sleep(0.05)
     if pid_alive(pid):
-        raise SandboxError(f"the AWS emulator (pid {pid}) did not stop, even after SIGKILL")
+        raise SandboxError(f"{what} (pid {pid}) did not stop, even after SIGKILL")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -263,6 +279,7 @@ class Sandbox:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "KOPS_STATE_STORE": state.state_store,
+            SANDBOX_DIR_ENV: str(self.directory),
             "NO_PROXY": no_proxy,
             "no_proxy": no_proxy,
         }
@@ -311,12 +328,17 @@ class Sandbox:
         *,
         region: str = DEFAULT_REGION,
         progress: Callable[[str], None] = lambda message: None,
+        machines: bool = True,
+        boot_delay: float = DEFAULT_BOOT_DELAY,
     ) -> tuple[SandboxState, bool]:
-        """Start, wait for and seed the emulator unless it runs; return its state and whether it started."""
+        """Start, wait for and seed the emulator unless it runs, then the machine simulator (unless
+        ``machines`` is false) unless it runs; return the state and whether the emulator started."""
         with self._locked():
             state = self._started()
             if state is not None:
                 if _await_health(state.endpoint_url, 10.0):
+                    if machines and self.machines_pid() is None:
+                        self._start_machines(state, boot_delay, progress)
                     return state, False
                 progress(f"The AWS emulator (pid {state.pid}) does not answer; restarting it")
             self._clear()
@@ -347,7 +369,11 @@ class Sandbox:
                 )
                 self._write(ENV_FILE, self._env_text(state))
                 self._write(STATE_FILE, json.dumps(asdict(state), indent=2) + "\n")
+                if machines:
+                    self._start_machines(state, boot_delay, progress)
             except BaseException:
+                with contextlib.suppress(SandboxError):
+                    self._stop_machines()
                 with contextlib.suppress(SandboxError):
                     _stop_pid(pid, _STOP_TIMEOUT)
                 self._remove_files()
@@ -359,6 +385,7 @@ class Sandbox:
         if not self.directory.is_dir():
             return None
         with self._locked():
+            self._stop_machines()
             state = self.recorded_state()
             pid = self.recorded_pid() or (state.pid if state is not None else None)
             stopped = None
@@ -394,7 +421,89 @@ class Sandbox:
                 Component("aws-emulator", "unhealthy", pid, endpoint),
                 Component("state-store", "-", None, store),
             ]
-        return [Component("aws-emulator", "running", pid, endpoint), self._state_store(state)]
+        return [
+            Component("aws-emulator", "running", pid, endpoint),
+            self._state_store(state),
+            self._machines(),
+        ]
+
+    # -- the machine simulator -----------------------------------------------------------------------------
+
+    def machines_pid(self) -> int | None:
+        """The machine simulator's pid, if it runs for this sandbox directory."""
+        try:
+            pid = int(self.path(MACHINES_PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if is_emulator(pid, str(self.directory), MACHINES_MODULE) else None
+
+    def machine_records(self) -> list[dict[str, object]]:
+        """What the simulator last wrote to ``machines.json`` (one record per machine)."""
+        try:
+            raw = json.loads(self.path(MACHINES_STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        records = raw.get("machines", raw) if isinstance(raw, dict) else raw
+        return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+    def _machines(self) -> Component:
+        pid = self.machines_pid()
+        if pid is None:
+            return Component("machines", "stopped", None, "-")
+        records = self.machine_records()
+        running = sum(1 for r in records if r.get("state") == "running")
+        return Component("machines", "running", pid, f"{running}/{len(records)} simulated machines booted")
+
+    def _start_machines(self, state: SandboxState, boot_delay: float, progress: Callable[[str], None]) -> int:
+        """Start the machine simulator detached from us (as the emulator), in the sandbox's environment."""
+        cmd = [
+            sys.executable,
+            "-m",
+            MACHINES_MODULE,
+            "--sandbox-dir",
+            str(self.directory),
+            "--boot-delay",
+            str(boot_delay),
+        ]
+        env = {**os.environ, **self.env(state), "PYTHONUNBUFFERED": "1"}
+        for name in _UNSET:
+            env.pop(name, None)
+        with open(self.path(MACHINES_LOG_FILE), "ab") as log:
+            started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            log.write(f"--- {started} {LABEL}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.directory,
+                start_new_session=True,
+            )
+        _CHILDREN[proc.pid] = proc
+        self._write(MACHINES_PID_FILE, f"{proc.pid}\n")
+        time.sleep(0.3)
+        if not pid_alive(proc.pid):
+            raise SandboxError(
+                f"the machine simulator exited at once; the end of {self.path(MACHINES_LOG_FILE)}:\n"
+                f"{tail_file(self.path(MACHINES_LOG_FILE), 20)}"
+            )
+        progress(
+            f"Machine simulator started (pid {proc.pid}): EC2 instances boot as simulated machines "
+            f"{boot_delay:g}s after they run"
+        )
+        return proc.pid
+
+    def _stop_machines(self) -> None:
+        """Stop the simulator (it stops its etcd members and API servers) and forget the simulation's data."""
+        pid = self.machines_pid()
+        if pid is not None:
+            _stop_pid(pid, _MACHINES_STOP_TIMEOUT, "the machine simulator")
+        self.path(MACHINES_PID_FILE).unlink(missing_ok=True)
+        self.path(MACHINES_STATE_FILE).unlink(missing_ok=True)
+        for name in _SIMULATION_DIRS:
+            shutil.rmtree(self.path(name), ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import click
 
 from pykops.cli.common import check_spec, globals_of, open_registry
 from pykops.cli.main import CONTEXT_SETTINGS, AliasGroup, cluster_options
-from pykops.cli.output import info, render_table
+from pykops.cli.output import info, render_table, warn
 from pykops.errors import NotFoundError, PykopsError, SpecError
 
 if TYPE_CHECKING:
@@ -64,18 +64,54 @@ def _delete_resources(name: str, region: str, changes: list[Change], plan: Clust
         )
 
 
+def _retained(name: str, plan: ClusterPlan, delete_them: bool) -> dict[str, str]:
+    """The volumes to keep (id → why), unless ``delete_them``; warns if the API could not be asked."""
+    from pykops.ops.retain import find_retained
+
+    found = find_retained(name, plan.cloud)
+    if found.warning:
+        warn(found.warning)
+    if delete_them:
+        if found.volumes:
+            warn(
+                f"--delete-retained-volumes: deleting {len(found.volumes)} volumes whose data was to be kept"
+            )
+        return {}
+    return found.volumes
+
+
+def _show_retained(retained: dict[str, str]) -> None:
+    if retained:
+        click.echo("\nKept (reclaim policy Retain; the cluster's tags are removed, the data stays):")
+        rows = [["EBSVolume", vid, why] for vid, why in sorted(retained.items())]
+        click.echo(render_table(["TYPE", "ID", "RETAINED BY"], rows), nl=False)
+
+
 @command.command("cluster", context_settings=CONTEXT_SETTINGS)
 @click.argument("positional_name", required=False, metavar="[NAME]")
 @cluster_options
 @click.option("--yes", "-y", is_flag=True, help="Really delete.")
 @click.option("--region", help="AWS region, when the cluster's spec is gone from the state store.")
+@click.option(
+    "--delete-retained-volumes",
+    is_flag=True,
+    help="Also delete the EBS volumes behind PersistentVolumes with reclaim policy Retain (kept by default).",
+)
 @click.pass_context
-def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, region: str | None) -> int:
+def delete_cluster(
+    ctx: click.Context,
+    positional_name: str | None,
+    yes: bool,
+    region: str | None,
+    delete_retained_volumes: bool,
+) -> int:
     """Delete a cluster: every cloud resource tagged for it (found by tags, not the spec), then its state.
 
     Shared resources (a shared VPC or subnets, tagged ``shared``) and other clusters' resources are never
     touched. Resources are deleted in dependency order, in parallel where possible, retrying while AWS
     still reports dependencies; anything left is listed and the state is kept so the command can be re-run.
+    Volumes that back PersistentVolumes with reclaim policy Retain (or tagged pykops.io/reclaim-policy=Retain)
+    are kept, without the cluster's tags, unless --delete-retained-volumes.
     """
     from pykops.ops.update import plan_delete, region_of
 
@@ -91,7 +127,9 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
             "anyway, pass --region"
         )
     if not yes:
-        changes, _ = plan_delete(name, region)
+        changes, plan = plan_delete(name, region)
+        retained = _retained(name, plan, delete_retained_volumes)
+        changes = [c for c in changes if not (c.actual and c.actual.id in retained)]
         rows = _resource_rows(changes)
         keys = registry.store.list(f"{name}/") if has_state else []
         rows += [
@@ -99,6 +137,7 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
         ]
         if rows:
             click.echo(render_table(["TYPE", "ID", "NAME"], rows), nl=False)
+        _show_retained(retained)
         click.echo(f"\nMust specify --yes to delete cluster {name}")
         return 0
     from contextlib import nullcontext
@@ -107,6 +146,13 @@ def delete_cluster(ctx: click.Context, positional_name: str | None, yes: bool, r
 
     with cluster_lock(registry.store, name, "delete cluster") if has_state else nullcontext():
         changes, plan = plan_delete(name, region)
+        retained = _retained(name, plan, delete_retained_volumes)
+        if retained:
+            from pykops.ops.retain import release
+
+            release(name, plan.cloud, retained)  # untagged first: nothing below can find them
+            _show_retained(retained)
+            changes, plan = plan_delete(name, region)
         _delete_resources(name, region, changes, plan)
         removed = registry.delete_cluster(name) if has_state else 0
     from pykops.ops.kubeconfig import remove_context

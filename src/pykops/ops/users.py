@@ -47,15 +47,15 @@ def check_request(
     name: str, groups: tuple[str, ...], role: str, namespace: str | None, ttl: timedelta
 ) -> UserRequest:
     """Validate a ``create user`` request before anything is issued or sent (pure)."""
-    if not _NAME.match(name) or len(name) > 200:
-        raise UsageError(
-            f"user name {name!r} is not valid: use lower-case letters, digits, '-', '.' and '@' "
-            "(it becomes the certificate's CN and the RBAC subject)"
-        )
     if name.startswith("system:") or any(g in _RESERVED_GROUPS for g in groups):
         raise UsageError(
             "refusing to issue a certificate in system:masters or with a system: name: that would bypass "
             "RBAC; use --role cluster-admin: full access through a binding that delete user can remove"
+        )
+    if not _NAME.match(name) or len(name) > 200:
+        raise UsageError(
+            f"user name {name!r} is not valid: use lower-case letters, digits, '-', '.' and '@' "
+            "(it becomes the certificate's CN and the RBAC subject)"
         )
     for group in groups:
         if not group.strip():

@@ -324,6 +324,10 @@ class EbsCsi(_Base):
         nodes = {n["metadata"]["name"]: n for n in self.nodes()}
         for claim in claims:
             self._bind(claim, pods, pvs, classes, default, nodes)
+        # again: binding above changed both
+        claims = _json(self.core.list_persistent_volume_claim_for_all_namespaces(_preload_content=False))[
+            "items"
+        ]
         pvs = _json(self.core.list_persistent_volume(_preload_content=False))["items"]
         self._reclaim(pvs, {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in claims})
         self._attach(pods, claims, pvs, nodes)

@@ -1,0 +1,193 @@
+"""The tutorial, end to end, in the sandbox (issue 6's acceptance): ``sandbox up`` with the machine simulator,
+``create cluster --yes`` (3 control-plane + 1 node over 3 zones, kubenet, RBAC), ``validate cluster --wait``,
+the nodes and control-plane pods through the Kubernetes API, kubectl (when installed), ``delete cluster --yes``
+leaving nothing in the AWS emulator, and ``sandbox down`` leaving no process.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from pykops.cli.main import main
+
+NAME = "e2e.k8s.local"
+ZONES = "eu-west-1a,eu-west-1b,eu-west-1c"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl e2e@pykops\n"
+CONTROL_PLANE_PODS = (
+    "etcd-server",
+    "etcd-server-events",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> str:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == expect, f"pykops {shlex.join(args)}: exit {code}\nstdout:\n{out}\nstderr:\n{err}"
+    return out
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line mentions ``text`` (the sandbox directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Path]:
+    """A running sandbox (emulator + machine simulator) whose environment this test uses; always stopped."""
+    directory = tmp_path / "sandbox"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    try:
+        out = _run(capsys, "sandbox", "up", "--dir", str(directory), "--boot-delay", "0.5")
+        for line in out.splitlines():
+            words = shlex.split(line)
+            if words[:1] == ["export"]:
+                for word in words[1:]:
+                    key, _, value = word.partition("=")
+                    monkeypatch.setenv(key, value)
+            elif words[:1] == ["unset"]:
+                for word in words[1:]:
+                    monkeypatch.delenv(word, raising=False)
+        yield directory
+    finally:
+        main(["sandbox", "down", "--dir", str(directory)])
+
+
+def _kubectl(*args: str) -> str:
+    exe = shutil.which("kubectl")
+    assert exe is not None
+    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"kubectl {shlex.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def test_tutorial_in_the_sandbox(sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kubernetes import client
+
+    from pykops.ops.kubeclient import load_api_client
+
+    key = tmp_path / "id.pub"
+    key.write_text(KEY)
+    _run(
+        capsys,
+        "create",
+        "cluster",
+        "--name",
+        NAME,
+        "--zones",
+        ZONES,
+        "--master-zones",
+        ZONES,
+        "--master-count",
+        "3",
+        "--node-count",
+        "1",
+        "--networking",
+        "kubenet",
+        "--authorization",
+        "RBAC",
+        "--ssh-public-key",
+        str(key),
+        "--yes",
+    )
+    _run(capsys, "export", "kubeconfig", NAME, "--admin")
+    config = (tmp_path / "kubeconfig").read_text()
+    assert "https://127." in config  # the loopback address the sandbox maps the API endpoint to
+    assert oct((tmp_path / "kubeconfig").stat().st_mode & 0o777) == "0o600"
+    started = time.monotonic()
+    report = _run(capsys, "validate", "cluster", "--name", NAME, "--wait", "4m")
+    assert f"Your cluster {NAME} is ready" in report
+    print(f"cluster valid {time.monotonic() - started:.1f}s after create")
+
+    api = load_api_client(NAME)
+    core = client.CoreV1Api(api)
+    nodes = core.list_node().items
+    assert len(nodes) == 4
+    ready = {
+        n.metadata.name: next(c.status for c in n.status.conditions if c.type == "Ready") == "True"
+        for n in nodes
+    }
+    assert all(ready.values()), ready
+    control = [n for n in nodes if "node-role.kubernetes.io/control-plane" in (n.metadata.labels or {})]
+    assert len(control) == 3
+    assert len({n.metadata.labels["topology.kubernetes.io/zone"] for n in control}) == 3
+    assert all(
+        any(t.key == "node-role.kubernetes.io/control-plane" for t in n.spec.taints or []) for n in control
+    )
+
+    pods = core.list_namespaced_pod("kube-system").items
+    per_node: dict[str, Counter[str]] = {}
+    for pod in pods:
+        prefix = pod.metadata.name.removesuffix(f"-{pod.spec.node_name}")
+        per_node.setdefault(pod.spec.node_name or "", Counter())[prefix] += 1
+        if pod.metadata.annotations and "kubernetes.io/config.mirror" in pod.metadata.annotations:
+            assert pod.status.phase == "Running", pod.metadata.name
+    for node in control:
+        for component in CONTROL_PLANE_PODS:
+            assert per_node[node.metadata.name][component] == 1, (node.metadata.name, component, per_node)
+
+    if shutil.which("kubectl"):
+        names = _kubectl("get", "nodes")
+        assert all(n.metadata.name in names for n in nodes)
+        assert "kube-apiserver" in _kubectl("get", "pods", "-A", "-o", "wide")
+        worker = next(n.metadata.name for n in nodes if n not in control)
+        _kubectl("cordon", worker)
+        assert core.read_node(worker).spec.unschedulable is True
+        _kubectl("drain", worker, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s")
+        _kubectl("uncordon", worker)
+        manifest = tmp_path / "deploy.yaml"
+        manifest.write_text(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\n"
+            "spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n"
+            "  template:\n    metadata: {labels: {app: web}}\n"
+            "    spec: {containers: [{name: web, image: registry.k8s.io/pause:3.10}]}\n"
+        )
+        _kubectl("apply", "-f", str(manifest))
+        _kubectl("apply", "-f", str(manifest))
+        assert client.AppsV1Api(api).read_namespaced_deployment("web", "default").spec.replicas == 2
+
+    _run(capsys, "delete", "cluster", NAME, "--yes")
+    ec2 = boto3.client("ec2")
+    tag = [{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{NAME}"]}]
+    live = [
+        i["InstanceId"]
+        for r in ec2.describe_instances(Filters=tag)["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    ]
+    assert live == []
+    assert ec2.describe_vpcs(Filters=tag)["Vpcs"] == []
+    assert ec2.describe_volumes(Filters=tag)["Volumes"] == []
+    assert boto3.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+    _run(capsys, "sandbox", "down", "--dir", str(sandbox))
+    deadline = time.monotonic() + 10
+    while _pids_mentioning(str(sandbox)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _pids_mentioning(str(sandbox)) == []

@@ -1,7 +1,7 @@
 """The tutorial, end to end, in the sandbox (issue 6's acceptance): ``sandbox up`` with the machine simulator,
 ``create cluster --yes`` (3 control-plane + 1 node over 3 zones, kubenet, RBAC), ``validate cluster --wait``,
-the nodes and control-plane pods through the Kubernetes API, kubectl (when installed), ``delete cluster --yes``
-leaving nothing in the AWS emulator, and ``sandbox down`` leaving no process.
+the nodes and control-plane pods through the Kubernetes API, kubectl (when installed), ``delete cluster
+--yes`` leaving nothing in the AWS emulator, and ``sandbox down`` leaving no process.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ keypairs show public facts only and secrets only their names.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -187,6 +188,37 @@ def _default_ssh_public_key() -> Path:
     )
 
 
+def _generate_key_pair(private_path: Path) -> str:
+    """Write a new ed25519 key pair (private: OpenSSH format, mode 0600 from creation; ``.pub`` beside it).
+
+    Refuses to overwrite either file. Returns the public key line; the private key never leaves the file.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public_path = private_path.with_name(private_path.name + ".pub")
+    for existing in (private_path, public_path):
+        if existing.exists():
+            raise UsageError(f"--out {private_path}: {existing} already exists; not overwriting it")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    text = f"{public.decode()} pykops\n"
+    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--out {private_path}: already exists; not overwriting it") from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+        handle.write(private)
+    with open(public_path, "x", encoding="utf-8") as handle:
+        handle.write(text)
+    return text
+
+
 @create_group.command("sshpublickey", context_settings=CONTEXT_SETTINGS)
 @click.argument("positional_name", required=False, metavar="[CLUSTER]")
 @cluster_options
@@ -196,28 +228,58 @@ def _default_ssh_public_key() -> Path:
     "key_file",
     help="SSH public key file (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub).",
 )
+@click.option("--generate", is_flag=True, help="Create a new ed25519 key pair and store its public half.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --generate: the private key file (default ~/.ssh/pykops-<cluster>; .pub beside it).",
+)
 @click.pass_context
-def create_sshpublickey(ctx: click.Context, positional_name: str | None, key_file: str | None) -> None:
-    """Store the SSH public key the cluster's machines accept (AWS clusters take exactly one)."""
+def create_sshpublickey(
+    ctx: click.Context, positional_name: str | None, key_file: str | None, generate: bool, out: Path | None
+) -> None:
+    """Store the SSH public key the cluster's machines accept (AWS clusters take exactly one).
+
+    --generate creates the key pair instead (the tutorial's create-key-pair, chmod 400 and ssh-keygen -y):
+    the private key in OpenSSH format, mode 0600, never printed; an existing file is never overwritten.
+
+    \b
+    Examples:
+      pykops create sshpublickey -i ~/.ssh/id_ed25519.pub
+      pykops create sshpublickey --generate --out proyecto.key
+    """
     from pykops.state.sshkeys import parse_public_key, store_public_key
 
+    if generate and key_file:
+        raise UsageError("cannot use both --generate and -i")
+    if out is not None and not generate:
+        raise UsageError("--out is for --generate")
     registry, name = _registry_for(ctx, positional_name)
-    path = Path(key_file).expanduser() if key_file else _default_ssh_public_key()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"-i {path}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"-i {path}: not an SSH public key (not text)") from None
-    key = parse_public_key(text, str(path))
-    fp = ":".join(key.fingerprint[i : i + 2] for i in range(0, len(key.fingerprint), 2))
+    if generate:
+        others = [f for f, _ in _ssh_keys(registry, name)]
+        path = (out or Path.home() / ".ssh" / f"pykops-{name}").expanduser()
+        text = "" if others else _generate_key_pair(path)
+    else:
+        path = Path(key_file).expanduser() if key_file else _default_ssh_public_key()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"-i {path}: cannot read it ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"-i {path}: not an SSH public key (not text)") from None
+    key = parse_public_key(text, str(path)) if text else None
+    fp = ":".join(key.fingerprint[i : i + 2] for i in range(0, len(key.fingerprint), 2)) if key else ""
     others = [f for f, _ in _ssh_keys(registry, name) if f != fp]
     if others:
         raise PykopsError(
             f"cluster {name} already has the SSH public key {others[0]} and AWS clusters take exactly one; "
             f"delete it first with: pykops delete sshpublickey --name {name}"
         )
+    assert key is not None
     store_public_key(registry.store, name, key)
+    if generate:
+        info(f"Wrote private key {path} (mode 0600) and public key {path}.pub")
+        info(f"Log in with: ssh -i {path} ubuntu@<node address>")
     click.echo(f"Stored SSH public key {fp} for cluster {name}")
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykops.addons.channel import write_addons
 from pykops.api.models import Cluster, InstanceGroup
 from pykops.api.populate import populate
 from pykops.api.regions import region_of_zone
@@ -167,7 +168,7 @@ def api_endpoint(plan: ClusterPlan, attrs: dict[tuple[str, str], dict[str, Any]]
 def write_derived_state(
     registry: ClusterRegistry, plan: ClusterPlan, attrs: dict[tuple[str, str], dict[str, Any]] | None = None
 ) -> None:
-    """cluster-completed.spec and the per-group bootstrap config (NodeupConfig), as kops writes them."""
+    """cluster-completed.spec, per-group bootstrap config (NodeupConfig) and add-ons, as kops writes them."""
     name = plan.cluster.name
     registry.store.put(f"{name}/{COMPLETED_SPEC}", dump_yaml([plan.cluster]).encode())
     endpoint = api_endpoint(plan, attrs or {})
@@ -177,6 +178,8 @@ def write_derived_state(
         cas = ca_certificates_for(keystore, plan.cluster, group)
         config = build_nodeup_config(plan.cluster, group, api_endpoint=endpoint, ca_certificates=cas)
         registry.store.put(igconfig_key(name, group), config.to_yaml().encode())
+    # The rendered add-ons and the bootstrap channel the control plane's add-on applier reads.
+    write_addons(registry.store, plan.cluster)
 
 
 def apply_plan(

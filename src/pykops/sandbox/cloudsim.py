@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 EBS_DRIVER = "ebs.csi.aws.com"
 ZONE_LABEL = "topology.kubernetes.io/zone"
-EBS_ZONE_KEY = "topology.ebs.csi.aws.com/zone"
+EBS_ZONE_KEY = ZONE_LABEL  # the well-known label the EBS CSI driver also uses (nodes have it)
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 SERVICE_TAG = "kubernetes.io/service-name"

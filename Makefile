@@ -44,7 +44,7 @@ test: lint typecheck unit
 
 # Regenerate golden files after an intended change; review the diff before committing.
 golden: install
-	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py tests/test_golden_plan.py
+	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py tests/test_golden_plan.py tests/test_addons_golden.py
 
 # Benchmarks (not run by `make test`): AWS calls and wall time of create / no-op update / delete.
 bench: install

@@ -405,3 +405,24 @@ def validate(
                 "lower maxSize or choose --networking cilium or calico"
             )
     return result
+
+
+def refuse_network_change(old: Cluster | None, new: Cluster | None) -> None:
+    """Refuse changing the network plugin of an existing cluster (``old`` is the stored spec, if any).
+
+    Every running pod got its address, routes and (for overlays) tunnel from the old plugin; switching means
+    two plugins fighting over the machines' CNI configuration and routes until every machine is replaced, and
+    no pod can reach another meanwhile. kops refuses it too. Options that keep the plugin are untouched.
+    """
+    before = old.spec.networking.plugin() if old is not None and old.spec.networking else None
+    after = new.spec.networking.plugin() if new is not None and new.spec.networking else None
+    if before is None or after is None or before == after:
+        return
+    flag = "kube-router" if after == "kuberouter" else after
+    raise SpecError(
+        f"spec.networking: changing the network plugin of an existing cluster ({before} → {after}) is not "
+        f"supported: running pods keep addresses and routes from {before} that {after} does not know, and "
+        "pods could not reach each other until every machine was replaced",
+        hint=f"keep spec.networking.{before}, or create a new cluster with --networking {flag} and move "
+        "the workloads to it",
+    )

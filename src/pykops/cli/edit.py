@@ -111,6 +111,7 @@ def edit_cluster(
     """Edit the cluster spec."""
     from pykops.api.models import Cluster
     from pykops.api.serialize import dump_yaml, load_one
+    from pykops.api.validate import refuse_network_change
 
     g = globals_of(ctx)
     name = g.require_name(positional_name)
@@ -121,7 +122,7 @@ def edit_cluster(
     def accept(cluster: Cluster) -> Cluster:
         if cluster.name != name:
             raise SpecError(f"metadata.name cannot be changed (was {name}, now {cluster.name})")
-        _refuse_network_change(stored.obj, cluster)
+        refuse_network_change(stored.obj, cluster)
         check_spec(cluster, groups, state=g.state)
         return cluster
 
@@ -206,14 +207,3 @@ def _apply(
 
     edited = edit_in_editor(render(), check)
     return result[0] if edited is not None else None
-
-
-def _refuse_network_change(old: Cluster, new: Cluster) -> None:
-    before = old.spec.networking.plugin() if old.spec.networking else None
-    after = new.spec.networking.plugin() if new.spec.networking else None
-    if before is not None and after is not None and before != after:
-        raise SpecError(
-            f"spec.networking: changing the network plugin of an existing cluster ({before} → {after}) "
-            "is not "
-            "supported: running pods would lose their network; create a new cluster and move workloads"
-        )

@@ -29,6 +29,7 @@ def command(ctx: click.Context, filenames: tuple[str, ...], force: bool) -> None
     from pykops.api.models import Cluster, InstanceGroup
     from pykops.api.new_cluster import CLUSTER_LABEL
     from pykops.api.serialize import load_documents
+    from pykops.api.validate import refuse_network_change
 
     g = globals_of(ctx)
     objects: list[Cluster | InstanceGroup] = []
@@ -72,6 +73,7 @@ def command(ctx: click.Context, filenames: tuple[str, ...], force: bool) -> None
         raise UsageError(f"cluster {cluster_name} does not exist; the file must include its Cluster")
     final_groups = {name: s.obj for name, s in stored_groups.items()}
     final_groups.update({grp.name: grp for grp in groups})
+    refuse_network_change(stored_cluster.obj if stored_cluster else None, new_cluster)
     check_spec(final_cluster, list(final_groups.values()), state=g.state)
 
     if new_cluster is not None:

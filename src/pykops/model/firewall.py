@@ -20,7 +20,23 @@ from pykops.model.names import rule_name
 NODE_TO_CONTROL_PLANE_TCP = ((1, 2379), (2382, 4000), (4003, 65535))
 ALL = "-1"
 IPIP = "4"
-IPIP_PLUGINS = ("calico", "kuberouter")
+
+# What each network plugin's add-on needs between machines (both ways, between any two of the control plane
+# and the nodes), as (protocol, port); protocol "4" is IP-in-IP, which has no port. All of it is inside the
+# rules above (all traffic among nodes, control plane -> nodes, and TCP/UDP except etcd's ports from nodes
+# to the control plane) except IP-in-IP from nodes to the control plane, hence the one extra rule below.
+PLUGIN_TRAFFIC: dict[str, tuple[tuple[str, int], ...]] = {
+    "kubenet": (),  # VPC routes (programmed by the cloud controller), no encapsulation
+    "amazonvpc": (),  # pods have VPC addresses, no encapsulation
+    "kindnet": (),  # routes to each node's pod CIDR, no encapsulation
+    "calico": (("tcp", 179), (IPIP, 0)),  # BGP (bird) and IP-in-IP
+    "kuberouter": (("tcp", 179), (IPIP, 0)),  # BGP and IP-in-IP across subnets
+    "cilium": (("udp", 8472), ("tcp", 4240)),  # VXLAN and cilium-health
+    "flannel": (("udp", 8472),),  # VXLAN
+    "canal": (("udp", 8472),),  # flannel's VXLAN
+    "cni": (),  # the user's own plugin: nothing known
+}
+IPIP_PLUGINS = tuple(p for p, traffic in PLUGIN_TRAFFIC.items() if any(proto == IPIP for proto, _ in traffic))
 
 
 def _rule(

@@ -32,6 +32,7 @@ CONTROL_PLANE_READ = [
     "ec2:DescribeRegions",
     "ec2:DescribeRouteTables",
     "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSnapshots",
     "ec2:DescribeSubnets",
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
@@ -54,13 +55,12 @@ CONTROL_PLANE_TAGGED = [
     "ec2:CreateRoute",
     "ec2:DeleteRoute",
     "ec2:DeleteSecurityGroup",
+    "ec2:DeleteSnapshot",
     "ec2:DeleteVolume",
     "ec2:DetachVolume",
     "ec2:ModifyInstanceAttribute",
     "ec2:ModifyVolume",
     "ec2:RevokeSecurityGroupIngress",
-    "autoscaling:SetDesiredCapacity",
-    "autoscaling:TerminateInstanceInAutoScalingGroup",
     "elasticloadbalancing:AddTags",
     "elasticloadbalancing:CreateListener",
     "elasticloadbalancing:DeleteListener",
@@ -73,14 +73,36 @@ CONTROL_PLANE_TAGGED = [
     "elasticloadbalancing:RegisterTargets",
     "elasticloadbalancing:SetSecurityGroups",
 ]
-# Creates: only when the request itself tags the new resource for this cluster.
+# Creates: only when the request itself tags the new resource for this cluster (the EBS CSI driver tags its
+# volumes and snapshots KubernetesCluster=<cluster> with --extra-tags).
 CONTROL_PLANE_CREATE = [
     "ec2:CreateSecurityGroup",
+    "ec2:CreateSnapshot",
     "ec2:CreateVolume",
     "elasticloadbalancing:CreateLoadBalancer",
     "elasticloadbalancing:CreateTargetGroup",
 ]
+CLUSTER_AUTOSCALER_READ = [
+    "autoscaling:DescribeScalingActivities",
+    "ec2:DescribeImages",
+    "ec2:GetInstanceTypesFromInstanceRequirements",
+]
 NODE_READ = ["ec2:DescribeInstances", "ec2:DescribeRegions", "ec2:DescribeInstanceTypes"]
+# The Amazon VPC CNI (networking.amazonvpc) gives pods addresses from the nodes' network interfaces; every
+# machine's ipamd manages its own interfaces (kops' addAmazonVPCCNIPermissions).
+AMAZON_VPC_CNI = [
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:AttachNetworkInterface",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeInstances",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeTags",
+    "ec2:DetachNetworkInterface",
+    "ec2:ModifyNetworkInterfaceAttribute",
+    "ec2:UnassignPrivateIpAddresses",
+]
 # The keysets (with private keys) a worker node reads: pykops.nodeup.config.NODE_KEYSETS (not imported:
 # the model does not depend on nodeup; a test checks they agree).
 NODE_KEYSETS = ("kubelet", "kube-proxy")
@@ -154,13 +176,16 @@ def policy_document(ctx: ModelContext, role: str) -> dict[str, Any]:
                 condition={
                     "StringEquals": {
                         f"aws:RequestTag/{tag_key}": ctx.name,
-                        "ec2:CreateAction": ["CreateSecurityGroup", "CreateVolume"],
+                        "ec2:CreateAction": ["CreateSecurityGroup", "CreateSnapshot", "CreateVolume"],
                     }
                 },
             )
         )
         cas = ctx.cluster.spec.cluster_autoscaler
         if cas is not None and cas.enabled:
+            # cluster-autoscaler (kops' AddClusterAutoscalerPermissions): reads, and resizing only the groups
+            # tagged for its auto-discovery in this cluster (the worker groups; never the control plane's).
+            statements.append(_statement(CLUSTER_AUTOSCALER_READ))
             statements.append(
                 _statement(
                     ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
@@ -172,6 +197,15 @@ def policy_document(ctx: ModelContext, role: str) -> dict[str, Any]:
     elif role == "node":
         statements.append(_statement(NODE_READ))
     if role in ("control-plane", "node"):
+        networking = ctx.cluster.spec.networking
+        if networking is not None and networking.plugin() == "amazonvpc":
+            statements.append(_statement(AMAZON_VPC_CNI))
+            statements.append(
+                _statement(
+                    ["ec2:CreateTags"],
+                    f"arn:{ctx.partition}:ec2:*:*:network-interface/*",
+                )
+            )
         iam = ctx.cluster.spec.iam
         if iam is None or iam.allow_container_registry is not False:
             statements.append(_statement(ECR_READ))

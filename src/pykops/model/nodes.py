@@ -38,9 +38,11 @@ def group_tags(ctx: ModelContext, group: InstanceGroup) -> dict[str, str]:
     extra: dict[str, str] = {"kops.k8s.io/instancegroup": group.name, **role_tags(group)}
     extra.update(group.spec.cloud_labels or {})
     if group.spec.role == "Node":
-        # cluster-autoscaler's auto-discovery and node-template hints.
-        extra["k8s.io/cluster-autoscaler/enabled"] = "1"
-        extra[f"k8s.io/cluster-autoscaler/{ctx.name}"] = "1"
+        # cluster-autoscaler's auto-discovery (unless the group opts out with autoscale: false, as in kops)
+        # and node-template hints.
+        if group.spec.autoscale is not False:
+            extra["k8s.io/cluster-autoscaler/enabled"] = "1"
+            extra[f"k8s.io/cluster-autoscaler/{ctx.name}"] = "1"
         for key, value in sorted((group.spec.node_labels or {}).items()):
             extra[f"k8s.io/cluster-autoscaler/node-template/label/{key}"] = value
         for taint in group.spec.taints or []:

@@ -1,0 +1,1 @@
+"""Cluster add-ons: registry, rendering, the bootstrap channel, and the applier (issue 5)."""

@@ -33,6 +33,7 @@ from pykops.api import channel as channels
 from pykops.api.models import (
     Cluster,
     ClusterAutoscalerConfig,
+    IngressControllerSpec,
     InstanceGroup,
     KubeDNSConfig,
     MetricsServerConfig,
@@ -125,9 +126,11 @@ def test_rendered_addons_pass_strict_validation(minor: str, plugin: str) -> None
         version,
         metrics_server=MetricsServerConfig(enabled=True),
         cluster_autoscaler=ClusterAutoscalerConfig(enabled=True),
+        ingress_controller=IngressControllerSpec(provider="nginx"),
     )
     rendered = render_addons(cluster)
     names = [r.name for r in rendered]
+    assert names[-1] == "ingress-nginx.addons.k8s.io"  # applied last: after DNS, network, cloud controller
     key = "kuberouter" if plugin == "kube-router" else plugin
     expected_network = [NETWORKING_ADDONS[key]] if key in NETWORKING_ADDONS else []
     assert [n for n in names if n.startswith("networking.")] == expected_network
@@ -235,6 +238,113 @@ def test_optional_addons_only_when_enabled() -> None:
     )
     names = {r.name for r in render_addons(cluster)}
     assert {"metrics-server.addons.k8s.io", "cluster-autoscaler.addons.k8s.io"} <= names
+    assert "ingress-nginx.addons.k8s.io" not in names
+
+
+# --- the ingress controller (spec.ingressController, a pykops extension) ------------------------------------
+
+INGRESS = "ingress-nginx.addons.k8s.io"
+
+
+def test_ingress_nginx_is_the_pinned_upstream_controller_behind_a_load_balancer() -> None:
+    cluster, _ = cluster_for(ingress_controller=IngressControllerSpec(provider="nginx"))
+    rendered = next(r for r in render_addons(cluster) if r.name == INGRESS)
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in rendered.objects}
+    assert rendered.version == "1.15.1"
+    # The Service the cloud controller (and the sandbox's simulation of it) gives a load balancer, and whose
+    # address is copied into Ingresses of class nginx: exactly this namespace/name.
+    service = objs[("Service", "ingress-nginx-controller")]
+    assert service["metadata"]["namespace"] == "ingress-nginx"
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", 80, "http"),
+        ("https", 443, "https"),
+    ]
+    ingress_class = objs[("IngressClass", "nginx")]
+    assert ingress_class["spec"]["controller"] == "k8s.io/ingress-nginx"
+    assert ingress_class["metadata"]["annotations"] == {"ingressclass.kubernetes.io/is-default-class": "true"}
+    deployment = objs[("Deployment", "ingress-nginx-controller")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = pod_spec(deployment)
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    container = pod["containers"][0]
+    assert container["image"] == "registry.k8s.io/ingress-nginx/controller:v1.15.1"  # a tag, no digest
+    assert "@sha256" not in container["image"]
+    # the Service's selector picks the controller's pods, and its named ports exist on them
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {"http", "https"} <= {p["name"] for p in container["ports"]}
+    args = container["args"]
+    assert "--publish-service=$(POD_NAMESPACE)/ingress-nginx-controller" in args
+    assert "--ingress-class=nginx" in args and "--controller-class=k8s.io/ingress-nginx" in args
+    assert "--configmap=$(POD_NAMESPACE)/ingress-nginx-controller" in args
+    assert ("ConfigMap", "ingress-nginx-controller") in objs
+    # worker nodes only
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]}
+    ]
+    assert "tolerations" not in pod
+    # no admission webhook: no webhook configuration, no webhook flags, no certificate jobs
+    assert not any("Webhook" in kind or kind == "Job" for kind, _ in objs)
+    assert not any("webhook" in a for a in args)
+    # its RBAC: the service account bound to its cluster role and namespaced role
+    assert pod["serviceAccountName"] == "ingress-nginx"
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        binding = objs[(kind, "ingress-nginx")]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "ingress-nginx", "namespace": "ingress-nginx"}
+        ]
+    role = objs[("ClusterRole", "ingress-nginx")]
+    assert any(
+        "ingresses/status" in r["resources"] and "update" in r["verbs"] for r in role["rules"]
+    )  # it publishes the load balancer's address into the Ingresses
+
+
+def test_ingress_from_the_create_cluster_flag_and_from_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    from pykops.api.serialize import dump_yaml, load_documents
+    from pykops.cli.main import main
+
+    cluster, _ = new_cluster(CreateClusterOptions(name=NAME, zones=ZONES, ingress="NGINX"))
+    assert cluster.spec.ingress_controller == IngressControllerSpec(provider="nginx")
+    assert (
+        main(
+            [
+                "create",
+                "cluster",
+                "--name",
+                NAME,
+                "--zones",
+                ZONES[0],
+                "--ingress",
+                "nginx",
+                "--dry-run",
+                "-o",
+                "yaml",
+            ]
+        )
+        == 0
+    )
+    doc = next(d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Cluster")
+    assert doc["spec"]["ingressController"] == {"provider": "nginx"}
+    # load → dump → load keeps it (the extension field round-trips like kops' own fields)
+    loaded = load_documents(dump_yaml([cluster]))[0]
+    assert isinstance(loaded, Cluster) and loaded.spec.ingress_controller == cluster.spec.ingress_controller
+    cluster, _ = new_cluster(CreateClusterOptions(name=NAME, zones=ZONES))
+    assert cluster.spec.ingress_controller is None
+
+
+def test_the_rbac_addon_carries_the_kubelet_binding_nodeup_no_longer_writes() -> None:
+    cluster, _ = cluster_for()
+    binding = objects_by_key(cluster)[("rbac.addons.k8s.io", "ClusterRoleBinding", "kubelet-cluster-admin")]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:node",
+    }
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubelet"}
+    ]
 
 
 def test_cluster_autoscaler_discovers_the_groups_the_model_tags() -> None:

@@ -332,3 +332,70 @@ def test_kinds_outside_the_known_table_are_discovered_and_pruned(kube_api: KubeA
     assert report.pruned == [f"Lease kube-system/f-lease ({name})"] and report.removed == [name]
     with pytest.raises(k8s.ApiException):
         coordination.read_namespaced_lease("f-lease", "kube-system")
+
+
+def test_ingress_nginx_gets_a_load_balancer_whose_address_reaches_the_ingresses(
+    aws_env: Any, kube_api: KubeApiHandle
+) -> None:
+    """The ingress-nginx add-on applied to the API emulator; the sandbox's simulated cloud controller makes
+    the ELB (in the AWS emulator) for its Service and publishes the address into Ingresses of class nginx.
+    Removing the add-on prunes its objects, and the load balancer goes with its Service."""
+    import boto3
+
+    from pykops.addons.channel import AddonsChannel
+    from pykops.api.models import IngressControllerSpec
+    from pykops.sandbox.cloudsim import ServiceLoadBalancers, elb_name
+    from test_sandbox_cloudsim import REGION, _cluster, _node
+
+    ec2, elb = boto3.client("ec2", region_name=REGION), boto3.client("elb", region_name=REGION)
+    name, instances = _cluster(ec2)
+    api = kube_api.admin_client()
+    # Any: the client's optional-everywhere models would need a None check per attribute in a test.
+    core: Any = k8s.CoreV1Api(api)
+    net: Any = k8s.NetworkingV1Api(api)
+    for zone, instance in instances.items():
+        _node(core, f"node-{zone}", zone, instance)
+    cluster, _ = cluster_for(ingress_controller=IngressControllerSpec(provider="nginx"))
+    (ingress,) = [r for r in render_addons(cluster) if r.name == "ingress-nginx.addons.k8s.io"]
+    channel, manifests = _channel(ingress)
+    report = apply_channel(api, channel, manifests, wait_timeout=0)
+    assert report.applied == ["ingress-nginx.addons.k8s.io 1.15.1"]
+    assert net.read_ingress_class("nginx").spec.controller == "k8s.io/ingress-nginx"
+    assert k8s.AppsV1Api(api).read_namespaced_deployment("ingress-nginx-controller", "ingress-nginx")
+
+    core.create_namespace({"metadata": {"name": "demo"}})
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    rule = {
+        "host": "web.example.com",
+        "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+    }
+    for ing, cls in (("web", "nginx"), ("elsewhere", "other")):
+        net.create_namespaced_ingress(
+            "demo", {"metadata": {"name": ing}, "spec": {"ingressClassName": cls, "rules": [rule]}}
+        )
+    controller = ServiceLoadBalancers(api, cluster_name=name, region=REGION)
+    controller.sync_once()
+    svc = core.read_namespaced_service("ingress-nginx-controller", "ingress-nginx")
+    lb = elb.describe_load_balancers(LoadBalancerNames=[elb_name(svc.metadata.uid)])[
+        "LoadBalancerDescriptions"
+    ][0]
+    listeners = lb["ListenerDescriptions"]
+    assert sorted(item["Listener"]["LoadBalancerPort"] for item in listeners) == [80, 443]
+    assert [i.hostname for i in svc.status.load_balancer.ingress] == [lb["DNSName"]]
+    # cloudsim publishes Ingress addresses from the Services as listed at the start of a pass: the address
+    # it has just written into the Service reaches the Ingresses on the next pass (its loop runs every few s).
+    controller.sync_once()
+    published = net.read_namespaced_ingress("web", "demo").status.load_balancer.ingress
+    assert [i.hostname for i in published] == [lb["DNSName"]]
+    other = net.read_namespaced_ingress("elsewhere", "demo").status
+    assert other is None or not other.load_balancer or not other.load_balancer.ingress
+
+    assert (
+        apply_channel(api, channel, manifests, wait_timeout=0).writes == 0
+    )  # applying twice changes nothing
+    removed = apply_channel(api, AddonsChannel(()), {}, wait_timeout=0)
+    assert removed.removed == ["ingress-nginx.addons.k8s.io"]
+    assert "Service ingress-nginx/ingress-nginx-controller (ingress-nginx.addons.k8s.io)" in removed.pruned
+    controller.sync_once()
+    names = [d["LoadBalancerName"] for d in elb.describe_load_balancers()["LoadBalancerDescriptions"]]
+    assert elb_name(svc.metadata.uid) not in names

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pykops.addons.channel import addon_files
+from pykops.api.models import IngressControllerSpec
 from test_addons import cluster_for
 
 GOLDEN = Path(__file__).parent / "golden" / "addons"
@@ -18,12 +19,18 @@ UPDATE = os.environ.get("PYKOPS_UPDATE_GOLDEN") == "1"
 
 
 @pytest.mark.parametrize(
-    ("case", "plugin", "kubernetes_version"),
-    [("tutorial", "kubenet", None), ("tutorial-calico", "calico", None)],
+    ("case", "plugin", "kubernetes_version", "ingress"),
+    [
+        ("tutorial", "kubenet", None, None),
+        ("tutorial-calico", "calico", None, None),
+        # "Accessing the cluster": the tutorial's cluster with --ingress nginx.
+        ("tutorial-ingress", "kubenet", None, "nginx"),
+    ],
 )
-def test_addons_golden(case: str, plugin: str, kubernetes_version: str | None) -> None:
+def test_addons_golden(case: str, plugin: str, kubernetes_version: str | None, ingress: str | None) -> None:
     # The tutorial: 3 control-plane machines over eu-west-1a/b/c, 1 node, RBAC, the channel's default version.
-    cluster, _ = cluster_for(plugin, kubernetes_version)
+    spec = {"ingress_controller": IngressControllerSpec(provider=ingress)} if ingress else {}
+    cluster, _ = cluster_for(plugin, kubernetes_version, **spec)
     files = addon_files(cluster)
     directory = GOLDEN / case
     if UPDATE:

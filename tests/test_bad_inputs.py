@@ -368,6 +368,20 @@ CASES = [
         None,
         id="kubenet-60-nodes",
     ),
+    pytest.param(
+        [*NEW, "--networking", "kindnet", "--node-count", "60"],
+        1,
+        ("kindnet on AWS needs one VPC route per node", "allow up to 61 nodes", "lower maxSize"),
+        None,
+        id="kindnet-60-nodes",
+    ),
+    pytest.param(
+        [*NEW, "--ingress", "traefik"],
+        2,
+        "--ingress traefik: unknown ingress controller; supported: nginx",
+        None,
+        id="ingress-unknown",
+    ),
     # --- create cluster: network --------------------------------------------------------------------------
     pytest.param(
         [*NEW, "--admin-access", "1.2.3.4/33"],
@@ -587,6 +601,40 @@ CASES = [
         'InstanceGroup "nodes": spec.subnetz: unknown field',
         {"nodes:spec.subnetz": ["eu-west-1a"]},
         id="file-ig-unknown-field",
+    ),
+    pytest.param(
+        CREATE_FILE,
+        1,
+        'Cluster "new.k8s.local": spec.ingressController.class: unknown field',
+        {"new.k8s.local:spec.ingressController": {"provider": "nginx", "class": "nginx"}},
+        id="file-ingress-controller-unknown-field",
+    ),
+    pytest.param(
+        CREATE_FILE,
+        1,
+        "spec.ingressController.provider: 'traefik' is not supported; supported: nginx",
+        {"new.k8s.local:spec.ingressController": {"provider": "traefik"}},
+        id="file-ingress-controller-unknown-provider",
+    ),
+    pytest.param(
+        CREATE_FILE,
+        1,
+        (
+            "spec.kubeProxy.enabled: kube-router replaces kube-proxy",
+            End("remove kubeProxy.enabled or set it to false"),
+        ),
+        {
+            "new.k8s.local:spec.networking": {"kuberouter": {}},
+            "new.k8s.local:spec.kubeProxy": {"enabled": True},
+        },
+        id="file-kube-router-with-kube-proxy",
+    ),
+    pytest.param(
+        CREATE_FILE,
+        1,
+        "kindnet on AWS needs one VPC route per node and a route table holds at most 50 routes",
+        {"new.k8s.local:spec.networking": {"kindnet": {}}, "nodes:spec.maxSize": 48},
+        id="file-kindnet-over-50-routes",
     ),
     pytest.param(
         CREATE_FILE,

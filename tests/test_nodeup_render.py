@@ -716,28 +716,71 @@ def test_rotated_ca_bundle_is_trusted_everywhere(
     )
 
 
-def test_control_plane_keeps_the_kubelet_rbac_binding(cp_files: dict[str, FileSpec]) -> None:
-    binding = doc(cp_files, "/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml")
-    assert binding["kind"] == "ClusterRoleBinding"
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": "system:node",
-    }
-    assert binding["subjects"] == [
-        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubelet"}
+def test_control_plane_runs_the_addon_applier(cp_files: dict[str, FileSpec], tmp_path: Path) -> None:
+    """A unit runs `pykops addons apply` for this cluster against the local API, the channel read from the
+    state store (the parent of configBase), as system:pykops-addons in system:masters."""
+    service = cp_files["/etc/systemd/system/pykops-addons.service"]
+    text = service.content.decode()
+    assert service.mode == 0o644
+    command = text.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0].replace(" \\\n  ", " ").split()
+    assert command == [
+        "/opt/pykops/bin/pykops",
+        "--state",
+        "s3://bucket",
+        "addons",
+        "apply",
+        CLUSTER,
+        "--kubeconfig",
+        "/var/lib/pykops-addons/kubeconfig",
     ]
-    kubernetes_validate.validate(binding, "1.34.2", strict=True)
-    assert cp_files["/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml"].mode == 0o644
+    assert "Type=simple\n" in text and "Restart=on-failure\n" in text and "After=kubelet.service\n" in text
+    timer = cp_files["/etc/systemd/system/pykops-addons.timer"].content.decode()
+    assert "OnUnitInactiveSec=10min\n" in timer and "WantedBy=timers.target\n" in timer
+    launcher = cp_files["/opt/pykops/bin/pykops"]
+    assert launcher.mode == 0o755
+    assert launcher.content.startswith(b"#!/bin/sh\n")
+    assert b'sys.path.insert(0, "/opt/pykops/lib")' in launcher.content and b'"$@"' in launcher.content
+    # Its kubeconfig: private, the local API, a client certificate CN=system:pykops-addons,O=system:masters
+    # issued by the cluster CA, and a context named after the cluster (what `addons apply` looks up).
+    kubeconfig = cp_files["/var/lib/pykops-addons/kubeconfig"]
+    assert kubeconfig.mode == 0o600
+    config = yaml.safe_load(kubeconfig.content)
+    assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1"
+    assert [c["name"] for c in config["contexts"]] == [CLUSTER]
+    pem = _client_cert(cp_files, "/var/lib/pykops-addons/kubeconfig")
+    subject = x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
+    assert subject == "CN=system:pykops-addons,O=system:masters"
+    _openssl_verify(tmp_path, cp_files["/srv/kubernetes/ca.crt"].content, pem)
 
 
-def test_no_kubelet_rbac_binding_without_rbac(pki: dict[str, tuple[bytes, bytes]]) -> None:
-    cluster, groups = tutorial(authorization="AlwaysAllow")
-    config = build_nodeup_config(cluster, groups[0], api_endpoint=LB)
-    files = render_machine(
-        config, instance_id="i-1", zone="eu-west-1a", node_name="i-1", pki=pki, etcd_volumes=VOLUMES
-    )
-    assert not any(f.path.startswith("/etc/kubernetes/addons/") for f in files)
+def test_the_applier_command_line_is_one_pykops_accepts(
+    cp_files: dict[str, FileSpec], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The unit's arguments parse and its kubeconfig loads: against an empty store, pykops gets as far as
+    reading the channel."""
+    from pykops.cli.main import main
+
+    text = cp_files["/etc/systemd/system/pykops-addons.service"].content.decode()
+    args = text.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0].replace(" \\\n  ", " ").split()[1:]
+    assert args[:2] == ["--state", "s3://bucket"]
+    args[1] = f"file://{tmp_path}/state"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_bytes(cp_files["/var/lib/pykops-addons/kubeconfig"].content)
+    assert args[-2:] == ["--kubeconfig", "/var/lib/pykops-addons/kubeconfig"]
+    args[-1] = str(kubeconfig)  # the rendered kubeconfig loads: a context named after the cluster
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"no add-ons channel for cluster {CLUSTER} in the state store" in err
+
+
+def test_worker_nodes_run_no_addon_applier(node_files: dict[str, FileSpec]) -> None:
+    assert not any("pykops-addons" in p for p in node_files)
+    assert "/opt/pykops/bin/pykops" not in node_files
+
+
+def test_nodeup_writes_no_addon_manifests(cp_files: dict[str, FileSpec]) -> None:
+    """The kubelet's RBAC binding is the rbac.addons.k8s.io add-on's (tests/test_addons.py), not a file."""
+    assert not any(f.startswith("/etc/kubernetes/addons/") for f in cp_files)
 
 
 def test_bastion_renders_nothing(spec: tuple[Cluster, list[InstanceGroup]]) -> None:

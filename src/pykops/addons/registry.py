@@ -20,6 +20,7 @@ from typing import Any
 from pykops.api.channel import VersionRange, parse_version
 from pykops.api.models import Cluster, ClusterSpec
 from pykops.api.regions import region_of_zone
+from pykops.api.validate import CLOUD_ROUTES_PLUGINS
 
 Values = dict[str, Any]
 
@@ -90,10 +91,10 @@ def _coredns_values(cluster: Cluster) -> Values:
     }
 
 
-# Plugins whose pod traffic crosses the VPC unencapsulated, addressed to pod IPs: the VPC needs a route per
-# node's pod CIDR, which the cloud controller's route controller creates (and it turns the instances'
-# source/destination check off, without which EC2 drops traffic for addresses that are not the instance's).
-CLOUD_ROUTES_PLUGINS = ("kubenet", "kindnet")
+# CLOUD_ROUTES_PLUGINS (from validate, which limits their node count): plugins whose pod traffic crosses the
+# VPC unencapsulated, addressed to pod IPs: the VPC needs a route per node's pod CIDR, which the cloud
+# controller's route controller creates (and it turns the instances' source/destination check off, without
+# which EC2 drops traffic for addresses that are not the instance's).
 
 
 def _ccm_values(cluster: Cluster) -> Values:
@@ -177,7 +178,13 @@ def _enabled(value: Any) -> bool:
     return value is not None and value.enabled is True
 
 
+def _ingress_provider(spec: ClusterSpec) -> str | None:
+    return spec.ingress_controller.provider if spec.ingress_controller else None
+
+
 ALL = ">=1.0.0"
+# ingress-nginx (kubernetes/ingress-nginx controller-v1.15.1): one range, its objects use only GA APIs.
+INGRESS_NGINX = "v1.15.1"
 CALICO = "v3.32.0"
 FLANNEL = "v0.26.3"
 
@@ -383,6 +390,22 @@ ADDONS: tuple[Addon, ...] = (
         ),
         _autoscaler_values,
         lambda s: {"image": s.cluster_autoscaler.image if s.cluster_autoscaler else None},
+    ),
+    # spec.ingressController (a pykops extension): applied last, once DNS, the network and the cloud
+    # controller (which creates its load balancer) are there. Without ingress-nginx's admission webhook.
+    Addon(
+        "ingress-nginx.addons.k8s.io",
+        lambda s: _ingress_provider(s) == "nginx",
+        (
+            AddonVersion(
+                INGRESS_NGINX.removeprefix("v"),
+                ALL,
+                ("ingress-nginx/ingress-nginx.yaml",),
+                # The tag alone, without a digest, like every other pin here.
+                {"image": f"registry.k8s.io/ingress-nginx/controller:{INGRESS_NGINX}"},
+            ),
+        ),
+        lambda _c: {"replicas": 2},
     ),
 )
 

@@ -934,6 +934,19 @@ class CertManagerConfig(KopsModel):
     feature_gates: dict[str, bool] | None = None
 
 
+#: spec.ingressController.provider values pykops installs (a pykops extension, see IngressControllerSpec).
+INGRESS_PROVIDERS = ("nginx",)
+
+
+class IngressControllerSpec(KopsModel):
+    """``spec.ingressController``: a pykops extension to kops' v1alpha2 (kops has no such field; its
+    ingress-nginx is an example add-on applied by hand). ``provider: nginx`` installs the pinned upstream
+    ingress-nginx controller as the add-on ``ingress-nginx.addons.k8s.io`` behind a cloud load balancer.
+    kops itself would refuse a manifest with this field."""
+
+    provider: str | None = None
+
+
 class LoadBalancerControllerSpec(KopsModel):
     enabled: bool | None = None
     version: str | None = None
@@ -1051,6 +1064,8 @@ class ClusterSpec(KopsModel):
     rolling_update: RollingUpdate | None = None
     cluster_autoscaler: ClusterAutoscalerConfig | None = None
     metrics_server: MetricsServerConfig | None = None
+    # pykops extension (not in kops' v1alpha2): see IngressControllerSpec.
+    ingress_controller: IngressControllerSpec | None = None
     additional_policies: dict[str, str] | None = None
     external_policies: dict[str, list[str]] | None = None
     additional_sans: list[str] | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pykops.api import channel as channels
 from pykops.api.cidr import assign_subnet_cidrs, parse_cidr
 from pykops.api.models import (
+    INGRESS_PROVIDERS,
     NETWORKING_ALTERNATIVES,
     NETWORKING_FLAGS,
     REMOVED_NETWORKING,
@@ -30,6 +31,7 @@ from pykops.api.models import (
     EtcdManagerSpec,
     EtcdMemberSpec,
     IAMSpec,
+    IngressControllerSpec,
     InstanceGroup,
     InstanceGroupSpec,
     KubeletConfig,
@@ -80,6 +82,7 @@ class CreateClusterOptions:
     bastion: bool = False
     config_base: str | None = None
     ssh_key_name: str | None = None
+    ingress: str | None = None  # --ingress: spec.ingressController.provider (a pykops extension)
 
 
 def parse_networking(value: str) -> str:
@@ -190,6 +193,11 @@ def new_cluster(opts: CreateClusterOptions) -> tuple[Cluster, list[InstanceGroup
         raise UsageError(f"--node-count {opts.node_count}: must be zero or more")
 
     plugin = parse_networking(opts.networking)
+    ingress = opts.ingress.strip().lower() if opts.ingress else None
+    if ingress is not None and ingress not in INGRESS_PROVIDERS:
+        raise UsageError(
+            f"--ingress {opts.ingress}: unknown ingress controller; supported: {', '.join(INGRESS_PROVIDERS)}"
+        )
     auth = _choice(
         opts.authorization, "--authorization", {"rbac": "RBAC", "alwaysallow": "AlwaysAllow"}, "RBAC"
     )
@@ -298,6 +306,8 @@ def new_cluster(opts: CreateClusterOptions) -> tuple[Cluster, list[InstanceGroup
         spec.cloud_labels = dict(opts.cloud_labels)
     if opts.ssh_key_name:
         spec.ssh_key_name = opts.ssh_key_name
+    if ingress is not None:
+        spec.ingress_controller = IngressControllerSpec(provider=ingress)
     if topology == "private":
         spec.topology = TopologySpec(masters="private", nodes="private", dns=DNSSpec(type=dns))
         if opts.bastion:

@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from pykops.api import channel as channels
 from pykops.api import instance_types
 from pykops.api.cidr import parse_cidr
-from pykops.api.models import Cluster, InstanceGroup
+from pykops.api.models import INGRESS_PROVIDERS, Cluster, InstanceGroup
 from pykops.api.new_cluster import GOSSIP_SUFFIX
 from pykops.api.regions import region_of_zone
 from pykops.errors import SpecError
 
 # AWS VPC route tables hold at most 50 routes by default; kubenet needs one route per node.
 KUBENET_MAX_NODES = 50
+# Plugins whose pods are reached through a VPC route per node's pod CIDR (created by the cloud controller):
+# the route-table limit above applies to each of them.
+CLOUD_ROUTES_PLUGINS = ("kubenet", "kindnet")
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _CLUSTER_NAME_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
@@ -391,19 +394,31 @@ def validate(
         )
 
     # --- plugin-specific rules ------------------------------------------------------------------------
-    if plugin == "kubenet":
-        if private_topology:
-            raise SpecError(
-                "kubenet cannot be used with private topology: pod traffic between private subnets needs a "
-                "CNI; choose --networking cilium or calico"
-            )
+    if plugin == "kubenet" and private_topology:
+        raise SpecError(
+            "kubenet cannot be used with private topology: pod traffic between private subnets needs a "
+            "CNI; choose --networking cilium or calico"
+        )
+    if plugin in CLOUD_ROUTES_PLUGINS:
         possible = sum(g.spec.max_size or 0 for g in groups)
         if possible > KUBENET_MAX_NODES:
             raise SpecError(
-                f"kubenet on AWS needs one VPC route per node and a route table holds at most "
+                f"{plugin} on AWS needs one VPC route per node and a route table holds at most "
                 f"{KUBENET_MAX_NODES} routes, but the instance groups allow up to {possible} nodes; "
                 "lower maxSize or choose --networking cilium or calico"
             )
+    # populate turns kube-proxy off for kube-router, so an enabled kube-proxy here is the user's choice.
+    if plugin == "kuberouter" and s.kube_proxy is not None and s.kube_proxy.enabled is True:
+        raise SpecError(
+            "spec.kubeProxy.enabled: kube-router replaces kube-proxy (it programs the service rules itself) "
+            "and the two would fight over them; remove kubeProxy.enabled or set it to false"
+        )
+    ingress = s.ingress_controller.provider if s.ingress_controller is not None else None
+    if s.ingress_controller is not None and ingress not in INGRESS_PROVIDERS:
+        raise SpecError(
+            f"spec.ingressController.provider: {ingress!r} is not supported; supported: "
+            f"{', '.join(INGRESS_PROVIDERS)}"
+        )
     return result
 
 

@@ -161,6 +161,11 @@ def _default_ssh_key() -> Path | None:
     help="Network plugin: kubenet, cilium, calico, flannel, canal, amazonvpc, kube-router, kindnet, cni.",
 )
 @click.option("--kubernetes-version", help="Kubernetes version (default: the channel's recommended version).")
+@click.option(
+    "--ingress",
+    help="Install an ingress controller behind a cloud load balancer: nginx (spec.ingressController, "
+    "a pykops extension).",
+)
 @click.option("--authorization", default="RBAC", show_default=True, help="RBAC or AlwaysAllow.")
 @click.option("--topology", default="public", show_default=True, help="public or private subnets for nodes.")
 @click.option("--dns", help="DNS for the API: public, private or none (.k8s.local names use none).")
@@ -243,6 +248,7 @@ def create_cluster(ctx: click.Context, /, positional_name: str | None, **flags: 
         channel=str(flags["channel"]),
         bastion=bool(flags["bastion"]),
         config_base=config_base(g.state, name),
+        ingress=flags["ingress"],
     )
     cluster, groups = new_cluster(opts)
     if flags["allow_even_control_plane"]:

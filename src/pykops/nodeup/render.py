@@ -3,17 +3,17 @@
 :func:`render_machine` turns the completed spec of a cluster and of an instance group into the files of
 one machine: containerd's configuration and unit, the kubelet's configuration, kubeconfig and unit, the
 machine's certificates, and on the control plane the static pods (etcd main and events, kube-apiserver,
-kube-controller-manager, kube-scheduler) and the kubelet's RBAC binding; kube-proxy runs on every machine
-unless ``spec.kubeProxy.enabled`` is false.
+kube-controller-manager, kube-scheduler) and the add-on applier (:meth:`_Machine.addons_applier`); kube-proxy
+runs on every machine unless ``spec.kubeProxy.enabled`` is false.
 
 Certificates, per role (kOps' legacy "fetched" design, kops <= 1.18): the control plane is trusted with the
 CAs and issues its own certificates here (a per-machine ``system:node:<name>`` kubelet identity, serving
 certificates...). A worker node never holds a CA's private key: it is given the ``kubelet`` and
 ``kube-proxy`` keypairs (client certificates issued once by ``update cluster``) and the CA certificates of
 its NodeupConfig (``caCertificates``). Its kubelet uses the shared identity ``kubelet`` (group
-``system:nodes``), which the Node authorizer does not cover, so the control plane gets
-``/etc/kubernetes/addons/rbac.addons.k8s.io/kubelet-binding.yaml`` binding ClusterRole ``system:node`` to
-the user ``kubelet`` (kOps' ``rbac.addons.k8s.io`` binding; the add-on applier applies it). A node's
+``system:nodes``), which the Node authorizer does not cover: the ``rbac.addons.k8s.io`` add-on
+(``pykops/addons/data/rbac/kubelet-binding.yaml``) binds ClusterRole ``system:node`` to the user
+``kubelet``, applied by the add-on applier that the control plane runs. A node's
 kubelet serves with the self-signed certificate it makes itself (no ``tlsCertFile``, as in kOps before
 kops-controller), which the API server accepts unless ``kubeAPIServer.kubeletCertificateAuthority`` is set.
 
@@ -91,9 +91,15 @@ PRIVATE = 0o600
 EXECUTABLE = 0o755
 
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
-# Add-on manifests the control plane keeps for the add-on applier (kOps: the addons' channel in the store).
-ADDONS_DIR = "/etc/kubernetes/addons"
-KUBELET_RBAC_ADDON = f"{ADDONS_DIR}/rbac.addons.k8s.io/kubelet-binding.yaml"
+# The add-on applier on control-plane machines: `pykops addons apply` from the release bootstrap unpacked,
+# against the local API, as a dedicated user in system:masters, reading the channel from the state store.
+PYKOPS_LIB = "/opt/pykops/lib"
+PYKOPS_CLI = "/opt/pykops/bin/pykops"
+ADDONS_USER = "system:pykops-addons"
+ADDONS_GROUP = "system:masters"
+ADDONS_KUBECONFIG = "/var/lib/pykops-addons/kubeconfig"
+ADDONS_SERVICE = "/etc/systemd/system/pykops-addons.service"
+ADDONS_TIMER = "/etc/systemd/system/pykops-addons.timer"
 SRV = "/srv/kubernetes"
 CA_CRT = f"{SRV}/ca.crt"
 KUBELET_CONFIG = "/var/lib/kubelet/kubelet-config.yaml"
@@ -825,7 +831,7 @@ class _Machine:
             self.kube_apiserver()
             self.kube_controller_manager()
             self.kube_scheduler()
-            self.kubelet_rbac()
+            self.addons_applier()
         paths = [f.path for f in self.files]
         duplicates = sorted({p for p in paths if paths.count(p) > 1})
         if duplicates:
@@ -1301,35 +1307,89 @@ class _Machine:
         pod["metadata"]["annotations"] = {"kubectl.kubernetes.io/default-container": "kube-apiserver"}
         self.manifest("kube-apiserver.yaml", pod)
 
-    def kubelet_rbac(self) -> None:
-        """The binding that lets worker nodes' shared ``kubelet`` identity act as a node under RBAC.
+    def addons_applier(self) -> None:
+        """``pykops addons apply`` for this cluster, run by systemd on every control-plane machine.
 
-        The Node authorizer only authorizes ``system:node:<name>`` users, so with ``Node,RBAC`` the user
-        ``kubelet`` needs ClusterRole ``system:node`` through RBAC (kOps' ``rbac.addons.k8s.io`` binding,
-        from Kubernetes' ``cluster/addons/rbac/kubelet-binding.yaml``). It is bound to that one user, not
-        to the group ``system:nodes``: a group binding would also give every per-machine
-        ``system:node:<name>`` identity (the control plane's kubelets) the whole role cluster-wide, undoing
-        the Node authorizer's limits. Written for the add-on applier; not applied by nodeup.
+        kOps runs its channels tool from protokube on the control plane; here a unit runs the same applier
+        that ``pykops addons apply`` runs from a workstation: it reads the bootstrap channel that ``update
+        cluster`` wrote to the state store (the store is the parent of ``configBase``) and applies it to the
+        local API server as ``system:pykops-addons`` (group ``system:masters``: add-ons create cluster roles
+        and bindings, which needs every permission they grant). The certificate is issued here from the CA
+        the control plane holds, like the components' own. Applying is idempotent (unchanged add-ons are
+        skipped) and several control-plane machines applying at once converge (server-side apply, one field
+        manager), so every control-plane machine runs it.
+
+        The service is ``Type=simple`` so that nodeup's ``systemctl enable --now`` does not wait for it (the
+        API server may not be up yet); ``Restart=on-failure`` retries until the API answers, and the timer
+        re-runs it every 10 minutes to pick up a channel that a later ``update cluster`` wrote.
         """
-        api = self.spec.kube_api_server
-        modes = {m.strip() for m in ((api.authorization_mode if api else None) or "").split(",")}
-        if "RBAC" not in modes:
-            return
-        group = "rbac.authorization.k8s.io"
-        binding = {
-            "apiVersion": f"{group}/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {
-                "name": "kubelet-cluster-admin",  # kOps' name; it grants system:node, not cluster-admin
-                "labels": {
-                    "k8s-addon": "rbac.addons.k8s.io",
-                    "addonmanager.kubernetes.io/mode": "Reconcile",
-                },
-            },
-            "roleRef": {"apiGroup": group, "kind": "ClusterRole", "name": "system:node"},
-            "subjects": [{"apiGroup": group, "kind": "User", "name": KUBELET}],
-        }
-        self.add(FileSpec(KUBELET_RBAC_ADDON, _yaml(binding), PUBLIC))
+        base = (self.config.config_base or "").rstrip("/")
+        store, _, cluster = base.rpartition("/")
+        if cluster != self.name or not store:
+            raise RenderError(
+                f"configBase {base!r} does not end with the cluster name {self.name}; cannot locate the "
+                "state store for the add-on applier"
+            )
+        client = self.certs.issue(KUBERNETES_CA, ADDONS_USER, usage="client", organization=[ADDONS_GROUP])
+        self.add(
+            _kubeconfig(
+                ADDONS_KUBECONFIG,
+                self.name,
+                LOCAL_API,
+                self.certs.ca_cert(KUBERNETES_CA),
+                client,
+                ADDONS_USER,
+                None,
+            )
+        )
+        # The same interpreter invocation as bootstrap.py: -S, so only the release and the standard library
+        # are importable (a shell script, not an inline ExecStart, to keep systemd's quoting out of it).
+        launcher = (
+            "#!/bin/sh\n"
+            f"# Written by pykops nodeup: runs the pykops release unpacked in {PYKOPS_LIB}.\n"
+            "exec /usr/bin/python3 -S -c 'import sys; "
+            f'sys.path.insert(0, "{PYKOPS_LIB}"); '
+            'from pykops.cli.main import main; sys.exit(main(sys.argv[1:]))\' "$@"\n'
+        )
+        self.add(FileSpec(PYKOPS_CLI, launcher.encode(), EXECUTABLE))
+        command = _exec(
+            PYKOPS_CLI,
+            ["--state", store, "addons", "apply", self.name, "--kubeconfig", ADDONS_KUBECONFIG],
+        )
+        service = _unit(
+            [
+                (
+                    "Unit",
+                    [
+                        (
+                            "Description",
+                            f"pykops add-on applier for {self.name} (the channel in the state store)",
+                        ),
+                        ("After", "kubelet.service"),
+                        ("Wants", "kubelet.service"),
+                        ("StartLimitIntervalSec", "0"),
+                    ],
+                ),
+                (
+                    "Service",
+                    [
+                        ("Type", "simple"),
+                        ("ExecStart", command),
+                        ("Restart", "on-failure"),
+                        ("RestartSec", "30s"),
+                    ],
+                ),
+                ("Install", [("WantedBy", "multi-user.target")]),
+            ]
+        )
+        timer = _unit(
+            [
+                ("Unit", [("Description", f"re-apply the add-ons of {self.name} periodically")]),
+                ("Timer", [("OnBootSec", "2min"), ("OnUnitInactiveSec", "10min")]),
+                ("Install", [("WantedBy", "timers.target")]),
+            ]
+        )
+        self.add(FileSpec(ADDONS_SERVICE, service, PUBLIC), FileSpec(ADDONS_TIMER, timer, PUBLIC))
 
     def _service_account(self) -> tuple[bytes, bytes]:
         if SERVICE_ACCOUNT not in self.certs.pki:

@@ -47,6 +47,8 @@ TUTORIAL_FLAGS = [
     "kubenet",
     "--authorization",
     "RBAC",
+    "--ingress",
+    "nginx",
 ]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BOOT_DELAY = "2"
@@ -152,6 +154,14 @@ def _service_hostname(namespace: str, name: str) -> str | None:
     return ingress[0].hostname if ingress else None
 
 
+def _ingress_hostname(namespace: str, name: str) -> str | None:
+    from kubernetes import client
+
+    ing: Any = client.NetworkingV1Api(_api()).read_namespaced_ingress(name, namespace)
+    ingress = (ing.status.load_balancer.ingress or []) if ing.status and ing.status.load_balancer else []
+    return ingress[0].hostname if ingress else None
+
+
 def _pod_running(namespace: str, name: str) -> str | None:
     from kubernetes import client
 
@@ -224,7 +234,7 @@ def tutorial(tmp: Path) -> None:
         expect=1,
     )
     step(
-        "Create the HA cluster: 3 control-plane nodes in 3 zones + 1 node, kubenet, RBAC",
+        "Create the HA cluster: 3 control-plane nodes in 3 zones + 1 node, kubenet, RBAC, ingress-nginx",
         ["create", "cluster", *TUTORIAL_FLAGS, "--ssh-public-key", str(key), "--yes"],
     )
     step(
@@ -261,7 +271,11 @@ def tutorial(tmp: Path) -> None:
     host = wait_for(
         "the load balancer of Service demo/hello-lb", lambda: _service_hostname("demo", "hello-lb")
     )
-    print(f"The application is reachable at http://{host}/ (an ELB created in the AWS emulator)")
+    print(f"Through its own load balancer: http://{host}/ (an ELB created in the AWS emulator)")
+    entry = wait_for(
+        "the Ingress to get the ingress controller's address", lambda: _ingress_hostname("demo", "hello")
+    )
+    print(f"Through the ingress controller, by host and path: http://{entry}/ with Host: hello.example.com")
     kubectl(None, ["-n", "demo", "get", "pods,svc,ingress,pdb", "-o", "wide"])
 
     say("Persistent volumes: create an EBS volume, its PersistentVolume, and claims that request volumes")

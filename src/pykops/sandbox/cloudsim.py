@@ -117,6 +117,10 @@ class ServiceLoadBalancers(_Base):
                     svc["metadata"]["namespace"],
                     {"status": {"loadBalancer": {"ingress": [{"hostname": dns}]}}},
                 )
+                svc["status"] = {
+                    **(svc.get("status") or {}),
+                    "loadBalancer": {"ingress": [{"hostname": dns}]},
+                }
         for name in set(existing) - set(wanted):
             self._delete(name)
         self._publish_ingresses(services)

@@ -167,8 +167,12 @@ def delete_cluster(
 @click.argument("group_name", metavar="NAME")
 @cluster_options
 @click.option("--yes", "-y", is_flag=True, help="Really delete.")
+@click.option("--cloudonly", is_flag=True, help="Do not drain the group's nodes first.")
+@click.option("--kubeconfig", help="kubeconfig for draining (default: $KUBECONFIG, else ~/.kube/config).")
 @click.pass_context
-def delete_instancegroup(ctx: click.Context, group_name: str, yes: bool) -> None:
+def delete_instancegroup(
+    ctx: click.Context, group_name: str, yes: bool, cloudonly: bool = False, kubeconfig: str | None = None
+) -> None:
     """Remove an instance group from the cluster's spec."""
     g = globals_of(ctx)
     name = g.require_name()
@@ -193,5 +197,9 @@ def delete_instancegroup(ctx: click.Context, group_name: str, yes: bool) -> None
             f'InstanceGroup "{group_name}" found for deletion\n\nMust specify --yes to delete instancegroup'
         )
         return
+    if not cloudonly:
+        from pykops.cli.instances import drain_before_delete
+
+        drain_before_delete(name, group_name, kubeconfig=kubeconfig)
     registry.delete_group(name, group_name, stored.version)
     click.echo(f"InstanceGroup {group_name} deleted")

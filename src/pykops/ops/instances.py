@@ -114,6 +114,25 @@ def cloud_groups(cloud: AwsCloud, cluster: str) -> list[CloudGroup]:
     return sorted(result, key=lambda c: c.name)
 
 
+def mark_version_skew(cloud: list[CloudGroup], nodes: list[NodeInfo], kubernetes_version: str | None) -> int:
+    """Mark instances whose node runs another kubelet version than the one ``update cluster`` last applied as
+    needing an update (their launch template may be unchanged: the version lives in the NodeupConfig);
+    returns how many were marked."""
+    if not kubernetes_version:
+        return 0
+    want = kubernetes_version.lstrip("v")
+    kubelets = {
+        n.instance_id: n.kubelet_version.lstrip("v") for n in nodes if n.instance_id and n.kubelet_version
+    }
+    marked = 0
+    for cg in cloud:
+        for inst in cg.instances:
+            if not inst.needs_update and kubelets.get(inst.id, want) != want:
+                inst.needs_update = True
+                marked += 1
+    return marked
+
+
 def instance_rows(
     groups: list[GroupSpec], cloud: list[CloudGroup], nodes: list[NodeInfo] | None
 ) -> list[list[object]]:
@@ -211,6 +230,22 @@ class LiveCluster:
     def cloud_groups(self) -> list[CloudGroup]:
         wanted = {g.name for g in self.specs}
         return [g for g in self.aws.groups() if g.name in wanted]
+
+    def applied_kubernetes_version(self) -> str | None:
+        """The Kubernetes version of the last ``update cluster --yes`` (``cluster-completed.spec``): what
+        new machines bootstrap with."""
+        import yaml
+
+        from pykops.state.registry import COMPLETED_SPEC
+
+        found = self.registry.store.read(f"{self.name}/{COMPLETED_SPEC}")
+        if found is None:
+            return None
+        try:
+            doc = yaml.safe_load(found.data)
+            return str(doc["spec"]["kubernetesVersion"])
+        except (yaml.YAMLError, KeyError, TypeError):
+            return None
 
     def nodes_or_none(self) -> list[NodeInfo] | None:
         from pykops.ops.validate import ApiUnreachable

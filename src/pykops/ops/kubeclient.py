@@ -134,7 +134,7 @@ class KubeClient:
         try:
             return fn()
         except ApiException as exc:
-            if exc.status in (None, 0, 502, 503, 504):
+            if not exc.status or exc.status >= 500:  # no answer, or the API cannot serve (etcd quorum lost)
                 raise ApiUnreachable(
                     f"the Kubernetes API at {self.server} is not serving ({what}: {exc.status} {exc.reason})"
                 ) from None

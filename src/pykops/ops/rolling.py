@@ -323,6 +323,8 @@ class Settings:
     max_surge: int | None = None
     max_unavailable: int | None = None
     poll: float = 5.0  # how often to look at the cloud and the nodes while waiting
+    #: the Kubernetes version new machines bootstrap with: nodes running another kubelet need replacing
+    kubernetes_version: str | None = None
 
 
 @dataclass
@@ -415,6 +417,10 @@ class RollingUpdate:
     def plan(self) -> tuple[list[GroupPlan], list[NodeInfo]]:
         cloud = self.cloud.groups()
         nodes = self.kube.nodes() if self.kube is not None and not self.s.cloud_only else []
+        if self.s.kubernetes_version:
+            from pykops.ops.instances import mark_version_skew
+
+            mark_version_skew(cloud, nodes, self.s.kubernetes_version)
         plans = plan_groups(
             self.groups,
             cloud,
@@ -705,12 +711,18 @@ class RollingUpdate:
     ) -> None:
         assert self.check is not None
         name = plan.group.name
+        # The control plane is one: no control-plane instance is replaced while another one is not well.
+        relevant = (
+            [g.name for g in self.groups if g.role in CONTROL_PLANE_ROLES]
+            if plan.group.role in CONTROL_PLANE_ROLES
+            else [name]
+        )
         passed, last, error = validate_until(
             self.check,
             wait=self.s.validation_timeout,
             count=1 if before else self.s.validate_count,
             interval=self.s.validation_interval,
-            ok=lambda r: not r.only_group(name),
+            ok=lambda r: not r.only_group(*relevant),
             clock=self.clock,
             sleep=self.sleep,
         )
@@ -719,7 +731,7 @@ class RollingUpdate:
                 plan, index, count, "validated" + (" before starting" if before else ""), done, started
             )
             return
-        details = error or "; ".join(f.message for f in (last.only_group(name) if last else []))
+        details = error or "; ".join(f.message for f in (last.only_group(*relevant) if last else []))
         when = "before rolling" if before else "after replacing instances of"
         message = f"cluster did not validate {when} {name}: {details}"
         if self.s.fail_on_validate_error:

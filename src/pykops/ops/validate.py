@@ -148,9 +148,9 @@ class ValidationResult:
     def ok(self) -> bool:
         return not self.failures
 
-    def only_group(self, group: str) -> list[ValidationError]:
-        """The failures relevant to rolling ``group``: its own and the cluster-wide ones."""
-        return [f for f in self.failures if f.group in (None, group)]
+    def only_group(self, *groups: str) -> list[ValidationError]:
+        """The failures relevant to rolling ``groups``: theirs and the cluster-wide ones."""
+        return [f for f in self.failures if f.group is None or f.group in groups]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -339,7 +339,11 @@ def cloud_only_ha(groups: list[GroupSpec], cloud_groups: list[CloudGroup], etcd_
             f"only {len(cp)} of {etcd_members} control-plane instances are running: etcd needs {quorum} "
             "members for quorum, so the API cannot serve until the groups replace the lost instances"
         )
-    return f"{len(cp)} of {etcd_members} control-plane instances are running (etcd quorum needs {quorum})"
+    return (
+        f"{len(cp)} of {etcd_members} control-plane instances are running in the cloud; the API serves "
+        f"only while {quorum} of the {etcd_members} etcd members are up (quorum), and a booting machine's "
+        "member is not up yet"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

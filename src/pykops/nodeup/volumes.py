@@ -199,6 +199,7 @@ def attach_etcd_volumes(
         return {}
     deadline = clock() + timeout
     requested: set[str] = set()
+    wait = min(0.25, poll)  # attachments usually complete within a second or two: poll fast, then back off
     while True:
         volumes = describe_etcd_volumes(ec2, cluster_name, zone)
         owners = {v.attached_to for v in volumes if v.attached_to}
@@ -233,7 +234,8 @@ def attach_etcd_volumes(
                 if a.kind != "keep"
             )
             raise VolumeError(f"timed out after {timeout:.0f}s attaching etcd volumes: {waiting}")
-        sleep(poll)
+        sleep(wait)
+        wait = min(poll, wait * 2)
 
 
 def mount_point(volume_id: str, root: Path | None = None) -> Path:

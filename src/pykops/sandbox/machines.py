@@ -187,6 +187,7 @@ class ClusterFront:
     controllers: threading.Thread | None = None
     controllers_stop: threading.Event | None = None
     controllers_since: float | None = None  # when the running controllers thread started (monotonic)
+    api_answers_since: float | None = None  # since when the API has answered the Node removal's requests
     addons_done: bool = False
     addons_attempts: int = 0
     addons_result: str | None = None
@@ -574,11 +575,14 @@ class MachineSimulator:
                     if exc.status != 404:
                         raise
                     node = None
+                front.api_answers_since = front.api_answers_since or now
                 if node is not None:
                     conditions = (node.get("status") or {}).get("conditions") or []
                     ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
-                    # Overdue: the controllers have run long enough to mark it, and did not.
-                    watched_since = max(machine.stopped_at, front.controllers_since or now)
+                    # Overdue: the controllers have had a working API long enough to mark it, and did not.
+                    watched_since = max(
+                        machine.stopped_at, front.controllers_since or now, front.api_answers_since
+                    )
                     overdue = now - watched_since > self.node_removal_delay + 2 * self.node_monitor_grace
                     if lifecycle and ready == "True" and not overdue:
                         continue  # not NotReady yet (overdue: the controllers are not marking it)
@@ -589,6 +593,7 @@ class MachineSimulator:
                     )
                 machine.node_deleted = True
             except ApiError:
+                front.api_answers_since = None
                 continue  # no quorum, no API: try again on the next pass
 
     # -- API fronts ------------------------------------------------------------------------------------------
@@ -723,13 +728,33 @@ class MachineSimulator:
             return
         stop = threading.Event()
         manager = module.ControllerManager(api, cluster_name=front.name, node_grace=self.node_monitor_grace)
+        cloud_api = self._admin_client(front.name, "cloud controllers")
+
+        def run_cloud() -> None:
+            # What the AWS cloud controller manager (Service load balancers) and the EBS CSI controller do,
+            # against the AWS emulator: see pykops.sandbox.cloudsim.
+            from pykops.sandbox.cloudsim import CloudControllers
+
+            try:
+                region = self.region
+                CloudControllers(cloud_api, cluster_name=front.name, region=region).run(stop)
+            except Exception as exc:
+                log.warning("cloud controllers of %s stopped: %s: %s", front.name, type(exc).__name__, exc)
+            finally:
+                cloud_api.close()
 
         def run() -> None:
+            cloud = threading.Thread(target=run_cloud, name=f"cloud-{front.name}", daemon=True)
+            if cloud_api is not None:
+                cloud.start()
             try:
                 manager.run(stop)
             except Exception as exc:
                 log.warning("controllers of %s stopped: %s: %s", front.name, type(exc).__name__, exc)
             finally:
+                stop.set()
+                if cloud.is_alive():
+                    cloud.join(10)
                 api.close()
 
         front.controllers_stop = stop

@@ -202,7 +202,9 @@ def test_an_etcd_manifest_is_translated_to_loopback_members_on_the_volume_disk(t
     )
     assert (member.etcd_cluster, member.name, member.token) == ("events", "b", "etcd-cluster-token-events")
     assert member.data_dir == tmp_path / "v" / "vol-0abc" / "data"
-    address = member_address("x.k8s.local", "events", "b")
+    salt = str((tmp_path / "v").resolve())
+    address = member_address("x.k8s.local", "events", "b", salt)
+    assert address != member_address("x.k8s.local", "events", "b", "/another/sandbox/volumes")
     args = member.args()
     assert f"--listen-client-urls=http://{address}:4002" in args
     assert f"--initial-advertise-peer-urls=http://{address}:2381" in args
@@ -210,7 +212,7 @@ def test_an_etcd_manifest_is_translated_to_loopback_members_on_the_volume_disk(t
     assert "--election-timeout=1000" in args and "--initial-cluster-state=new" in args
     initial = next(a for a in args if a.startswith("--initial-cluster="))
     assert initial == "--initial-cluster=" + ",".join(
-        f"{m}=http://{member_address('x.k8s.local', 'events', m)}:2381" for m in ("a", "b", "c")
+        f"{m}=http://{member_address('x.k8s.local', 'events', m, salt)}:2381" for m in ("a", "b", "c")
     )
     assert not any("internal" in a or "https" in a or "0.0.0.0" in a or "127.0.0.1" in a for a in args)
     with pytest.raises(EtcdError, match="not /mnt/master-<volume id>/data"):
@@ -296,7 +298,8 @@ def test_tutorial_cluster_boots_loses_quorum_and_recovers_on_its_volumes(
                 volumes_dir=sandbox / "volumes",
             )
             assert members[etcd]["member"] == parsed.name == machine["zone"][-1]
-            assert members[etcd]["clientURL"] == f"http://{member_address(NAME, etcd, parsed.name)}:{port}"
+            address = member_address(NAME, etcd, parsed.name, str((sandbox / "volumes").resolve()))
+            assert members[etcd]["clientURL"] == f"http://{address}:{port}"
             assert (sandbox / "volumes" / members[etcd]["volume"] / "data" / "member").is_dir()
             assert (root / f"etcd-{etcd}.log").exists()
     for etcd in ("main", "events"):

@@ -45,13 +45,14 @@ class EtcdError(PykopsError):
     """An etcd manifest cannot be run in the sandbox."""
 
 
-def member_address(cluster_name: str, etcd_cluster: str, member: str) -> str:
-    """The member's stable loopback address: ``127.a.b.c`` from a hash of the three names.
+def member_address(cluster_name: str, etcd_cluster: str, member: str, sandbox: str = "") -> str:
+    """The member's stable loopback address: ``127.a.b.c`` from a hash of the three names and the sandbox
+    (its volumes directory), so that two sandboxes running a cluster of the same name never share members.
 
     Never ``127.0.0.1`` (nor a ``.0``/``.255`` last byte): the first two bytes come from the hash, the last
     one is folded into 2..254.
     """
-    digest = hashlib.sha256(f"{cluster_name}/{etcd_cluster}/{member}".encode()).digest()
+    digest = hashlib.sha256(f"{sandbox}|{cluster_name}/{etcd_cluster}/{member}".encode()).digest()
     return f"127.{digest[0]}.{digest[1]}.{2 + digest[2] % 253}"
 
 
@@ -146,13 +147,14 @@ def parse_manifest(manifest: Path, *, cluster_name: str, volumes_dir: Path) -> E
     if len(parts) != 3 or parts[0] != "mnt" or not parts[1].startswith("master-") or parts[2] != "data":
         raise EtcdError(f"{manifest}: data volume {host_path!r} is not /mnt/master-<volume id>/data")
     volume_id = parts[1][len("master-") :]
+    salt = str(Path(volumes_dir).resolve())
     initial: dict[str, str] = {}
     for entry in flags["initial-cluster"].split(","):
         member, _, url = entry.partition("=")
         if not member or not url:
             raise EtcdError(f"{manifest}: bad --initial-cluster entry {entry!r}")
         port = _port(url, "initial-cluster")
-        initial[member] = f"http://{member_address(cluster_name, etcd_cluster, member)}:{port}"
+        initial[member] = f"http://{member_address(cluster_name, etcd_cluster, member, salt)}:{port}"
     if name not in initial:
         raise EtcdError(f"{manifest}: member {name} is not in --initial-cluster")
     metrics = flags.get("listen-metrics-urls")
@@ -160,7 +162,7 @@ def parse_manifest(manifest: Path, *, cluster_name: str, volumes_dir: Path) -> E
         cluster_name=cluster_name,
         etcd_cluster=etcd_cluster,
         name=name,
-        address=member_address(cluster_name, etcd_cluster, name),
+        address=member_address(cluster_name, etcd_cluster, name, salt),
         peer_port=_port(flags["listen-peer-urls"], "listen-peer-urls"),
         client_port=_port(flags["listen-client-urls"], "listen-client-urls"),
         metrics_port=_port(metrics, "listen-metrics-urls") if metrics else None,

@@ -79,13 +79,16 @@ def test_user_data_is_a_cloud_config_that_writes_and_runs_the_script() -> None:
         "0600",
         "root:root",
     )
-    assert env["content"].splitlines() == [
+    lines = env["content"].splitlines()
+    assert lines[:-1] == [
         f"PYKOPS_VERSION={__version__}",
         "PYKOPS_STATE_BUCKET=state-bucket",
         f"PYKOPS_RELEASE_PREFIX=team/{CLUSTER}/releases/{__version__}",
         f"PYKOPS_NODEUP_CONFIG=s3://state-bucket/team/{CLUSTER}/igconfig/control-plane/master-eu-west-1a/"
         "nodeupconfig.yaml",
     ]
+    key, _, digest = lines[-1].partition("=")
+    assert key == "PYKOPS_MACHINE_CONFIG_HASH" and len(digest) == 16 and int(digest, 16) >= 0
     assert (script["path"], script["permissions"]) == ("/opt/pykops/bootstrap.py", "0700")
     source = (Path(__file__).parents[1] / "src/pykops/model/data/bootstrap.py").read_text()
     assert script["content"] == bootstrap_script() == source  # verbatim, no templating
@@ -475,3 +478,28 @@ def test_bootstrap_says_when_the_release_has_no_dependencies(
     assert f"the release has no dependency wheels for {ARCH}: run `pykops release prepare --arch {ARCH}`" in (
         done.stderr
     )
+
+
+def test_machine_config_hash_moves_with_what_machines_are_built_from_not_with_size() -> None:
+    """The user data changes (so the launch template's version moves and rolling-update sees the old
+    instances) when the Kubernetes version or a group's machine spec changes, never when a group is scaled."""
+    from pykops.model.bootstrap import machine_config_hash
+
+    cluster, groups = populate(_cluster(), [_group("master-eu-west-1a", "ControlPlane"), _group("nodes")])
+    nodes = groups[1]
+    before = machine_config_hash(cluster, nodes)
+    assert before == machine_config_hash(cluster, nodes)  # stable
+    assert f"PYKOPS_MACHINE_CONFIG_HASH={before}" in user_data(cluster, nodes)
+
+    scaled = nodes.model_copy(deep=True)
+    scaled.spec.min_size, scaled.spec.max_size = 5, 7
+    assert machine_config_hash(cluster, scaled) == before
+
+    upgraded = cluster.model_copy(deep=True)
+    upgraded.spec.kubernetes_version = "1.35.0"
+    assert machine_config_hash(upgraded, nodes) != before
+    assert user_data(upgraded, nodes) != user_data(cluster, nodes)
+
+    labelled = nodes.model_copy(deep=True)
+    labelled.spec.node_labels = {"team": "web"}
+    assert machine_config_hash(cluster, labelled) != before

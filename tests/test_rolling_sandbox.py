@@ -19,6 +19,7 @@ import re
 import shlex
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ from pykops.sandbox.aws_emulator import AwsEmulator
 from pykops.sandbox.seed import seed
 
 REGION = "eu-west-1"
-NAME = "day2.k8s.local"
+# Unique per run: the sandbox derives etcd members' loopback addresses from the cluster's name, so two test
+# sessions using one name at the same time would join each other's etcd clusters.
+NAME = f"day2-{uuid.uuid4().hex[:6]}.k8s.local"
 BUCKET = "pykops-sandbox-day2"
 STATE = f"s3://{BUCKET}"
 

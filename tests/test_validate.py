@@ -214,3 +214,11 @@ def test_node_and_pod_conversion_from_api_objects() -> None:
         False,
         "kube-proxy",
     )
+
+
+def test_nodes_without_a_running_instance_do_not_count_for_ha() -> None:
+    cloud, nodes, pods = healthy()
+    cloud[0].instances[0].state = "terminated"  # its Node still reads Ready (heartbeats not yet missed)
+    result = validate(GROUPS, cloud, nodes, pods, etcd_members=3)
+    assert result.ha is not None and result.ha.etcd_up == 2 and result.ha.control_plane_losses_tolerated == 0
+    assert 'InstanceGroup "control-plane-eu-west-1a" did not have enough nodes 0 vs 1' in messages(result)

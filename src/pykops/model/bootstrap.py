@@ -21,6 +21,8 @@ EC2 refuses user data over 16 KB; :data:`USER_DATA_LIMIT` is checked when the do
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from importlib import resources
 from urllib.parse import urlparse
 
@@ -49,6 +51,43 @@ def bootstrap_script() -> str:
     return resources.files("pykops.model").joinpath("data/bootstrap.py").read_text(encoding="utf-8")
 
 
+# The spec fields that shape what nodeup makes of a machine (kops puts its NodeupConfig's hash in the user
+# data for the same reason): when one changes, the launch template's user data changes, so its version moves
+# and `rolling-update cluster` sees which instances still run the old configuration. Scaling a group never
+# asks for a rolling update.
+_MACHINE_FIELDS = (
+    "kubernetes_version",
+    "cluster_dns_domain",
+    "service_cluster_ip_range",
+    "non_masquerade_cidr",
+    "etcd_clusters",
+    "containerd",
+    "kubelet",
+    "master_kubelet",
+    "control_plane_kubelet",
+    "kube_api_server",
+    "kube_controller_manager",
+    "kube_scheduler",
+    "kube_proxy",
+    "networking",
+)
+
+
+# What nodeup reads from the group (the rest — size, machine type, image, volumes, subnets — is in the launch
+# template or the Auto Scaling group already, or does not touch the machines).
+_GROUP_FIELDS = ("role", "node_labels", "taints", "kubelet", "sysctl_parameters", "volume_mounts")
+
+
+def machine_config_hash(cluster: Cluster, group: InstanceGroup) -> str:
+    """A short digest of what the group's machines are built from (pure; stable across runs)."""
+    spec = cluster.spec.model_dump(
+        mode="json", by_alias=True, exclude_none=True, include=set(_MACHINE_FIELDS)
+    )
+    own = group.spec.model_dump(mode="json", by_alias=True, exclude_none=True, include=set(_GROUP_FIELDS))
+    doc = {"cluster": spec, "group": own}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def bootstrap_settings(
     cluster: Cluster, group: InstanceGroup, *, version: str = __version__
 ) -> dict[str, str]:
@@ -63,6 +102,7 @@ def bootstrap_settings(
         "PYKOPS_STATE_BUCKET": parsed.netloc if parsed.scheme == "s3" else "-",
         "PYKOPS_RELEASE_PREFIX": prefix + release_key(cluster.name, version),
         "PYKOPS_NODEUP_CONFIG": f"{state_root}/{igconfig_key(cluster.name, group)}",
+        "PYKOPS_MACHINE_CONFIG_HASH": machine_config_hash(cluster, group),
     }
     for key, value in settings.items():
         if not value or any(c in value for c in "\n\r\0") or value != value.strip():

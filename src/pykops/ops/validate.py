@@ -244,7 +244,11 @@ def validate(
             continue
         failures.append(ValidationError("Pod", full, message, group))
     cp_instances = sum(cg.target for cg in cloud_groups if _is_cp_group(cg.name, groups))
-    ha = ha_summary(nodes, pods, etcd_members if etcd_members is not None else cp_instances)
+    # Only nodes backed by a running instance of the cluster's groups count towards the HA summary: a
+    # terminated machine's Node can still read Ready until its heartbeats are missed.
+    running = {i.id for cg in cloud_groups for i in cg.instances if i.alive}
+    counted = [n for n in nodes if not n.instance_id or n.instance_id in running]
+    ha = ha_summary(counted, pods, etcd_members if etcd_members is not None else cp_instances)
     if ha.etcd_members and ha.etcd_up < ha.etcd_quorum:
         failures.append(
             ValidationError(

@@ -589,3 +589,28 @@ def test_remove_role_not_in_instance_profile_without_fix(plain_moto: AwsEmulator
     with pytest.raises((ClientError, ResponseParserError)) as err:
         iam.remove_role_from_instance_profile(InstanceProfileName=profile, RoleName=role)
     assert _is_http_500(err)
+
+
+def _classic_elb(emulator: AwsEmulator, scheme: str) -> str:
+    elb = _aws(emulator, "elb")
+    name = _unique("clb")[:32]
+    elb.create_load_balancer(
+        LoadBalancerName=name,
+        Listeners=[
+            {"Protocol": "TCP", "LoadBalancerPort": 80, "InstanceProtocol": "TCP", "InstancePort": 80}
+        ],
+        AvailabilityZones=[f"{REGION}a"],
+        Scheme=scheme,
+    )
+    (described,) = elb.describe_load_balancers(LoadBalancerNames=[name])["LoadBalancerDescriptions"]
+    return str(described["DNSName"])
+
+
+def test_classic_elb_dns_name_names_its_region(aws_emulator: AwsEmulator) -> None:
+    public = _classic_elb(aws_emulator, "internet-facing")
+    assert public.endswith(f".{REGION}.elb.amazonaws.com") and "-" in public.split(".")[0]
+    assert _classic_elb(aws_emulator, "internal").startswith("internal-")
+
+
+def test_classic_elb_dns_name_without_fix(plain_moto: AwsEmulator) -> None:
+    assert _classic_elb(plain_moto, "internet-facing").endswith(".us-east-1.elb.amazonaws.com")

@@ -11,6 +11,7 @@ The sandbox is stopped at the end whatever happens, so nothing is left running.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shlex
@@ -180,6 +181,10 @@ def _claim_volume(namespace: str, name: str) -> str | None:
     return str(pv.spec.csi.volume_handle) if pv.spec and pv.spec.csi else None
 
 
+def _attached(volume_id: str) -> bool:
+    return "attached to" in _volume_state(volume_id)
+
+
 def _volume_state(volume_id: str) -> str:
     import boto3
 
@@ -293,9 +298,11 @@ def tutorial(tmp: Path) -> None:
     kubectl(None, ["apply", "-f", str(pv_file)])
     kubectl(None, ["apply", "-f", str(EXAMPLES / "volume-claim.yaml")])
     node = wait_for("pod demo/writer to run", lambda: _pod_running("demo", "writer"))
-    volume = wait_for("the claim's volume to be provisioned", lambda: _claim_volume("demo", "data"))
-    wait_for("the volume to be attached to the pod's node", lambda: "attached to" in _volume_state(volume))
-    print(f"Pod demo/writer runs on {node}; {_volume_state(volume)}")
+    for claim in ("manual", "data"):
+        volume = wait_for(f"claim demo/{claim} to be bound", functools.partial(_claim_volume, "demo", claim))
+        wait_for("its volume to be attached", functools.partial(_attached, volume))
+        print(f"claim {claim}: {_volume_state(volume)}")
+    print(f"(pod demo/writer runs on {node})")
     kubectl(None, ["get", "pv,pvc", "-A"])
 
     say("Granting access: a user with the view role")

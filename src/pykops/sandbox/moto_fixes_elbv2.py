@@ -44,7 +44,34 @@ def _fix_load_balancer_arn_type() -> None:
     elbv2_models.ELBv2Backend.create_load_balancer = _create_load_balancer
 
 
+def _fix_classic_elb_dns_name() -> None:
+    """Give a classic load balancer AWS's DNS name: ``<name>-<digits>.<region>.elb.amazonaws.com``
+    (``internal-`` first for an internal one); moto writes ``<name>.us-east-1.elb.amazonaws.com`` in every
+    region, so a Service's address would name the wrong region."""
+    import zlib
+
+    from moto.elb import models
+
+    elb_models: Any = models
+    create = elb_models.ELBBackend.create_load_balancer
+
+    def _create_load_balancer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        balancer = create(self, *args, **kwargs)
+        digits = zlib.crc32(f"{self.account_id}/{self.region_name}/{balancer.name}".encode()) % 10**10
+        prefix = "internal-" if balancer.scheme == "internal" else ""
+        balancer.dns_name = f"{prefix}{balancer.name}-{digits:010d}.{self.region_name}.elb.amazonaws.com"
+        return balancer
+
+    elb_models.ELBBackend.create_load_balancer = _create_load_balancer
+
+
 ELBV2_FIXES: tuple[FidelityFix, ...] = (
+    FidelityFix(
+        "elb-classic-dns-name",
+        "a classic load balancer's DNSName is <name>-<digits>.<region>.elb.amazonaws.com (internal-... when "
+        "internal), not <name>.us-east-1.elb.amazonaws.com in every region",
+        _fix_classic_elb_dns_name,
+    ),
     FidelityFix(
         "elbv2-load-balancer-arn-type",
         "a network load balancer's ARN is ...:loadbalancer/net/<name>/<id> and its listeners' "

@@ -46,9 +46,11 @@ test: lint typecheck unit
 golden: install
 	PYKOPS_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_golden_create.py tests/test_golden_plan.py tests/test_addons_golden.py
 
-# Benchmarks (not run by `make test`): AWS calls and wall time of create / no-op update / delete.
+# Benchmarks (not run by `make test`): AWS calls and wall time of create / no-op update / delete; rolling-update
+# wall time against the ideal (an in-memory fake here; `bench/bench_rolling.py --sandbox` runs it in the sandbox).
 bench: install
 	$(BIN)/python bench/bench_update.py
+	$(BIN)/python bench/bench_rolling.py
 
 demo: install etcd
 	$(BIN)/python -m pykops.demo

@@ -465,24 +465,10 @@ class Sandbox:
             "--boot-delay",
             str(boot_delay),
         ]
-        env = {**os.environ, **self.env(state), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env(state)}
         for name in _UNSET:
             env.pop(name, None)
-        with open(self.path(MACHINES_LOG_FILE), "ab") as log:
-            started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-            log.write(f"--- {started} {LABEL}: {' '.join(cmd)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.directory,
-                start_new_session=True,
-            )
-        _CHILDREN[proc.pid] = proc
-        self._write(MACHINES_PID_FILE, f"{proc.pid}\n")
+        proc = self._detached(cmd, env, MACHINES_LOG_FILE, MACHINES_PID_FILE)
         time.sleep(0.3)
         if not pid_alive(proc.pid):
             raise SandboxError(
@@ -538,8 +524,14 @@ class Sandbox:
             "--ready-file",
             str(self.path(READY_FILE)),
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.path(LOG_FILE), "ab") as log:
+        return self._detached(cmd, dict(os.environ), LOG_FILE, PID_FILE).pid
+
+    def _detached(
+        self, cmd: list[str], env: dict[str, str], log_file: str, pid_file: str
+    ) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` detached from us (own session, no stdin, output appended to ``log_file``) and record
+        its pid in ``pid_file``."""
+        with open(self.path(log_file), "ab") as log:
             started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             log.write(f"--- {started} {LABEL}: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -548,13 +540,13 @@ class Sandbox:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env={**env, "PYTHONUNBUFFERED": "1"},
                 cwd=self.directory,
                 start_new_session=True,  # not in our process group: a Ctrl-C or a closed terminal spares it
             )
         _CHILDREN[proc.pid] = proc
-        self._write(PID_FILE, f"{proc.pid}\n")
-        return proc.pid
+        self._write(pid_file, f"{proc.pid}\n")
+        return proc
 
     def _wait_ready(self, pid: int) -> int:
         """The emulator's port once it answers its health check."""

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -33,6 +34,7 @@ CONTROL_PLANE_PODS = (
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> str:
+    capsys.readouterr()  # only this command's output
     code = main(list(args))
     out, err = capsys.readouterr()
     assert code == expect, f"pykops {shlex.join(args)}: exit {code}\nstdout:\n{out}\nstderr:\n{err}"
@@ -85,6 +87,45 @@ def _kubectl(*args: str) -> str:
     done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"kubectl {shlex.join(args)}: {done.stderr}"
     return done.stdout
+
+
+def apply_objects(api: Any, *files: Path) -> None:
+    """Create every object of the YAML files through the API (as kubectl apply would on first use)."""
+    from kubernetes import utils
+
+    for path in files:
+        utils.create_from_yaml(api, str(path))
+
+
+def _eventually(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{check} never held"
+        time.sleep(0.5)
+
+
+def _lb_hostname(core: Any) -> str | None:
+    ingress = core.read_namespaced_service("hello-lb", "demo").status.load_balancer.ingress or []
+    return ingress[0].hostname if ingress else None
+
+
+def _attached_volumes(core: Any) -> list[str]:
+    """The EBS volumes of the demo claims, once both are bound and attached to the pod's node's instance."""
+    ec2 = boto3.client("ec2")
+    ids = []
+    for claim in ("manual", "data"):
+        name = core.read_namespaced_persistent_volume_claim(claim, "demo").spec.volume_name
+        if not name:
+            return []
+        ids.append(core.read_persistent_volume(name).spec.csi.volume_handle)
+    found = ec2.describe_volumes(VolumeIds=ids)["Volumes"]
+    attached = [
+        v["VolumeId"] for v in found if any(a["State"] == "attached" for a in v.get("Attachments") or [])
+    ]
+    return ids if len(attached) == 2 else []
 
 
 def test_tutorial_in_the_sandbox(sandbox: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,8 +221,51 @@ def test_tutorial_in_the_sandbox(sandbox: Path, tmp_path: Path, capsys: pytest.C
         _kubectl("apply", "-f", str(manifest))
         assert client.AppsV1Api(api).read_namespaced_deployment("web", "default").spec.replicas == 2
 
-    _run(capsys, "delete", "cluster", NAME, "--yes")
+    # Issue 8 in the sandbox: the test app behind a load balancer, a Retain volume and a dynamic one, a user.
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    apply_objects(api, examples / "test-app.yaml", examples / "test-app-loadbalancer.yaml")
+    pv_yaml = _run(
+        capsys, "create", "volume", "--name", NAME, "--zone", "eu-west-1b", "--size", "1", "-o", "yaml"
+    )
+    (tmp_path / "pv.yaml").write_text(pv_yaml)
+    apply_objects(api, tmp_path / "pv.yaml", examples / "volume-claim.yaml")
+    hostname = _eventually(lambda: _lb_hostname(core))
+    elb = boto3.client("elb")
+    balancers = {
+        d["DNSName"]: d["LoadBalancerName"] for d in elb.describe_load_balancers()["LoadBalancerDescriptions"]
+    }
+    assert hostname in balancers
+    volumes = _eventually(lambda: _attached_volumes(core))
+    manual = core.read_persistent_volume(
+        core.read_namespaced_persistent_volume_claim("manual", "demo").spec.volume_name
+    )
+    retained = manual.spec.csi.volume_handle
+    assert retained in volumes and len(set(volumes)) == 2  # the pre-provisioned one and a dynamic one
+
+    user_file = tmp_path / "ana.kubeconfig"
+    _run(capsys, "create", "user", "ana", "--role", "view", "--name", NAME, "--kubeconfig", str(user_file))
+    assert oct(user_file.stat().st_mode & 0o777) == "0o600"
+    from kubernetes import config as kconfig
+    from kubernetes.client.exceptions import ApiException
+
+    ana = client.CoreV1Api(kconfig.new_client_from_config(config_file=str(user_file), context=NAME))
+    assert {p.metadata.name for p in ana.list_namespaced_pod("demo").items} >= {"writer"}
+    with pytest.raises(ApiException) as denied:
+        ana.delete_namespaced_pod("writer", "demo")
+    assert denied.value.status == 403
+
+    out = _run(capsys, "delete", "cluster", NAME, "--yes")
+    assert retained in out and "Retain" in out
     ec2 = boto3.client("ec2")
+    assert not {
+        d["LoadBalancerName"] for d in elb.describe_load_balancers()["LoadBalancerDescriptions"]
+    } & set(balancers.values())
+    kept = ec2.describe_volumes(VolumeIds=[retained])["Volumes"][0]
+    kept_tags = {t["Key"] for t in kept.get("Tags") or []}
+    assert "KubernetesCluster" not in kept_tags and f"kubernetes.io/cluster/{NAME}" not in kept_tags
+    dynamic = next(v for v in volumes if v != retained)
+    assert ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [dynamic]}])["Volumes"] == []
+    ec2.delete_volume(VolumeId=retained)
     tag = [{"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{NAME}"]}]
     live = [
         i["InstanceId"]

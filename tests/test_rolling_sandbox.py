@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+import waiting
 from pykops.cli.main import main
 from pykops.sandbox.aws_emulator import AwsEmulator
 from pykops.sandbox.seed import seed
@@ -47,18 +48,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # not yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return waiting.wait_for(what, check, timeout, interval)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> tuple[str, str]:

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from pykops.cli.main import main
+from waiting import wait_for
 
 NAME = "e2e.k8s.local"
 ZONES = "eu-west-1a,eu-west-1b,eu-west-1c"
@@ -95,16 +96,6 @@ def apply_objects(api: Any, *files: Path) -> None:
 
     for path in files:
         utils.create_from_yaml(api, str(path))
-
-
-def _eventually(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{check} never held"
-        time.sleep(0.5)
 
 
 def _lb_hostname(core: Any) -> str | None:
@@ -224,18 +215,18 @@ def test_tutorial_in_the_sandbox(sandbox: Path, tmp_path: Path, capsys: pytest.C
     # Issue 8 in the sandbox: the test app behind a load balancer, a Retain volume and a dynamic one, a user.
     examples = Path(__file__).resolve().parent.parent / "examples"
     apply_objects(api, examples / "test-app.yaml", examples / "test-app-loadbalancer.yaml")
-    pv_yaml = _run(
-        capsys, "create", "volume", "--name", NAME, "--zone", "eu-west-1b", "--size", "1", "-o", "yaml"
-    )
+    # the single worker's zone: a volume is zonal, and only there can its pod run
+    zone = next(n.metadata.labels["topology.kubernetes.io/zone"] for n in nodes if n not in control)
+    pv_yaml = _run(capsys, "create", "volume", "--name", NAME, "--zone", zone, "--size", "1", "-o", "yaml")
     (tmp_path / "pv.yaml").write_text(pv_yaml)
     apply_objects(api, tmp_path / "pv.yaml", examples / "volume-claim.yaml")
-    hostname = _eventually(lambda: _lb_hostname(core))
+    hostname = wait_for("the load balancer of demo/hello-lb", lambda: _lb_hostname(core))
     elb = boto3.client("elb")
     balancers = {
         d["DNSName"]: d["LoadBalancerName"] for d in elb.describe_load_balancers()["LoadBalancerDescriptions"]
     }
     assert hostname in balancers
-    volumes = _eventually(lambda: _attached_volumes(core))
+    volumes = wait_for("both claims bound and attached", lambda: _attached_volumes(core))
     manual = core.read_persistent_volume(
         core.read_namespaced_persistent_volume_claim("manual", "demo").spec.volume_name
     )

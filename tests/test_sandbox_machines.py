@@ -19,7 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,12 @@ from pykops.sandbox.etcd import EtcdError, member_address, parse_manifest
 from pykops.sandbox.kubelet import ApiError, api_client_from_kubeconfig, pod_cidr_for, request
 from pykops.sandbox.machines import MachineSimulator, nodeup_config_url
 from pykops.sandbox.seed import seed
+from waiting import wait_for
 
 REGION = "eu-west-1"
 NAME = "sim.k8s.local"
 BUCKET = "pykops-sandbox-machines"
 STATE = f"s3://{BUCKET}"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # not yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def etcd_pids(sandbox: Path) -> set[int]:

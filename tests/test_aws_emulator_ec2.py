@@ -393,6 +393,54 @@ def test_delete_unknown_nat_gateway_without_fix(plain_moto: AwsEmulator) -> None
     assert _is_http_500(err)
 
 
+# ec2-attach-volume-checks
+
+
+def _instance_and_volume(ec2: Any, volume_zone: str = "a") -> tuple[str, str]:
+    subnet = _subnet(ec2)
+    reply = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnet)
+    (instance,) = reply["Instances"]
+    volume = ec2.create_volume(AvailabilityZone=f"{REGION}{volume_zone}", Size=1)["VolumeId"]
+    return str(instance["InstanceId"]), str(volume)
+
+
+def test_attach_volume_to_a_terminated_instance(aws_emulator: AwsEmulator) -> None:
+    """AWS: a terminated instance takes no volume (IncorrectState); the volume stays available, deletable."""
+    ec2 = _aws(aws_emulator, "ec2")
+    instance, volume = _instance_and_volume(ec2)
+    ec2.terminate_instances(InstanceIds=[instance])
+    with pytest.raises(ClientError) as err:
+        ec2.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/xvdbb")
+    assert _error(err) == (400, "IncorrectState")
+    ec2.delete_volume(VolumeId=volume)
+
+
+def test_attach_volume_in_use_or_in_another_zone(aws_emulator: AwsEmulator) -> None:
+    """AWS: a volume attached elsewhere is VolumeInUse; one in another zone is InvalidVolume.ZoneMismatch."""
+    ec2 = _aws(aws_emulator, "ec2")
+    first, volume = _instance_and_volume(ec2)
+    second, elsewhere = _instance_and_volume(ec2, volume_zone="b")
+    ec2.attach_volume(VolumeId=volume, InstanceId=first, Device="/dev/xvdbb")
+    with pytest.raises(ClientError) as err:
+        ec2.attach_volume(VolumeId=volume, InstanceId=second, Device="/dev/xvdbb")
+    assert _error(err) == (400, "VolumeInUse")
+    with pytest.raises(ClientError) as err:
+        ec2.attach_volume(VolumeId=elsewhere, InstanceId=second, Device="/dev/xvdbb")
+    assert _error(err) == (400, "InvalidVolume.ZoneMismatch")
+    ec2.terminate_instances(InstanceIds=[first])  # detaches: the volume can go
+    ec2.delete_volume(VolumeId=volume)
+
+
+def test_attach_volume_checks_without_fix(plain_moto: AwsEmulator) -> None:
+    ec2 = _aws(plain_moto, "ec2")
+    instance, volume = _instance_and_volume(ec2)
+    ec2.terminate_instances(InstanceIds=[instance])
+    ec2.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/xvdbb")  # accepted
+    with pytest.raises(ClientError) as err:
+        ec2.delete_volume(VolumeId=volume)  # and the volume is stuck to a terminated instance
+    assert _error(err)[1] == "VolumeInUse"
+
+
 # ec2-security-group-protocol-without-ports
 
 

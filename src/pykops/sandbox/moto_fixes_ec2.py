@@ -325,6 +325,52 @@ def _fix_delete_unknown_nat_gateway() -> None:
     backend_cls.delete_nat_gateway = _delete_nat_gateway
 
 
+# -- volumes -------------------------------------------------------------------------------------------------
+
+# The instance states in which AWS lets a volume be attached ("pending": moto attaches the root volume itself
+# while it builds an instance).
+_ATTACHABLE_STATES = frozenset({"pending", "running", "stopped"})
+
+
+def _fix_attach_volume_checks() -> None:
+    """Refuse ``AttachVolume`` where AWS refuses it.
+
+    moto attaches any volume to any instance: one already attached elsewhere (leaving a stale block device on
+    the first instance), one in another availability zone, and one to a terminated instance, where the
+    attachment then outlives the instance and the volume can never be deleted (``VolumeInUse``). AWS answers
+    ``VolumeInUse``, ``InvalidVolume.ZoneMismatch`` and ``IncorrectState`` respectively. The last one matters
+    to the sandbox: its simulated EBS CSI controller may try to attach a volume to a node whose instance
+    ``delete cluster`` has just terminated, and must be told no, as the real driver would be.
+    """
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.elastic_block_store import EBSBackend
+
+    backend_cls: Any = EBSBackend
+    attach_volume = backend_cls.attach_volume
+
+    def _attach_volume(
+        self: Any, volume_id: str, instance_id: str, device_path: str, delete_on_termination: bool = False
+    ) -> Any:
+        volume = self.get_volume(volume_id)
+        instance = self.get_instance(instance_id)
+        if volume is not None and instance is not None:
+            state = instance._state.name
+            if state not in _ATTACHABLE_STATES:
+                raise EC2ClientError("IncorrectState", f"Instance '{instance_id}' is not 'running'.")
+            if volume.attachment is not None:
+                raise EC2ClientError("VolumeInUse", f"{volume_id} is already attached to an instance")
+            volume_zone = volume.zone.name if volume.zone else None
+            if volume_zone and instance.availability_zone and volume_zone != instance.availability_zone:
+                raise EC2ClientError(
+                    "InvalidVolume.ZoneMismatch",
+                    f"The volume '{volume_id}' is not in the same availability zone as instance "
+                    f"'{instance_id}'",
+                )
+        return attach_volume(self, volume_id, instance_id, device_path, delete_on_termination)
+
+    backend_cls.attach_volume = _attach_volume
+
+
 # -- security groups -----------------------------------------------------------------------------------------
 
 # The protocols whose rules have a port range (or ICMP type/code); any other protocol number: all ports.
@@ -407,6 +453,13 @@ EC2_FIXES: tuple[FidelityFix, ...] = (
         "a security group rule for a protocol number other than tcp/udp/icmp/icmpv6 (e.g. 4) needs no "
         "FromPort/ToPort: it allows all ports",
         _fix_security_group_protocol_without_ports,
+    ),
+    FidelityFix(
+        "ec2-attach-volume-checks",
+        "AttachVolume refuses a terminated or shutting-down instance with IncorrectState, a "
+        "volume attached elsewhere with VolumeInUse and another zone's instance with "
+        "InvalidVolume.ZoneMismatch",
+        _fix_attach_volume_checks,
     ),
     FidelityFix(
         "ec2-launch-template-pagination",

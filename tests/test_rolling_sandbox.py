@@ -249,6 +249,8 @@ def test_scale_upgrade_and_resumable_rolling_update(
     assert cp_not_ready_at_replacement and set(cp_not_ready_at_replacement) == {0}
     out, _ = run(capsys, "validate", "cluster", NAME, "--wait", "2m", "--interval", "1s")
     assert f"Your cluster {NAME} is ready" in out
+    version = client.VersionApi(api)
+    wait_for("/version to report v1.35.0", lambda: version.get_code().git_version == "v1.35.0", timeout=30)
 
     # The automatic path: upgrade again, then reconcile (update, roll the control plane, update, roll nodes).
     out, _ = run(capsys, "upgrade", "cluster", NAME, "--yes")
@@ -260,6 +262,7 @@ def test_scale_upgrade_and_resumable_rolling_update(
     assert len(terminated) == 6
     assert all(g.startswith("master") for g in terminated[:3]) and set(terminated[3:]) == {"nodes"}
     assert {n.kubelet_version for n in kube.nodes()} == {"v1.36.0"}
+    wait_for("/version to report v1.36.0", lambda: version.get_code().git_version == "v1.36.0", timeout=30)
 
 
 def test_fault_tolerance_one_control_plane_loss_is_tolerated_two_lose_quorum(

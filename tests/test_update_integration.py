@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -299,6 +300,40 @@ def test_resources_made_by_the_cluster_survive_update_and_go_with_delete(
     assert "ClassicLoadBalancer" in out and "a1b2c3" in out and "k8s-elb-a1b2c3" in out
     run(capsys, "delete", "cluster", name, "--yes")
     assert tagged(name) == {}
+
+
+def test_delete_also_takes_what_a_controller_creates_while_it_runs(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-cluster controller (the EBS CSI driver here) may create a tagged resource after delete cluster
+    listed what to delete; a second pass finds it, so nothing leaks and the state goes."""
+    import pykops.ops.update as update_ops
+
+    name = "race.k8s.local"
+    run(capsys, "create", "cluster", f"--name={name}", "--zones=eu-west-1a", "--yes")
+    owned = {"Key": f"kubernetes.io/cluster/{name}", "Value": "owned"}
+    listings = 0
+    plan_delete = update_ops.plan_delete
+
+    def listing_then_a_new_volume(*args: Any, **kwargs: Any) -> Any:
+        nonlocal listings
+        listings += 1
+        result = plan_delete(*args, **kwargs)
+        if listings == 1:  # created after the first listing: not in the first pass's plan
+            boto3.client("ec2", region_name=REGION).create_volume(
+                AvailabilityZone="eu-west-1a",
+                Size=1,
+                TagSpecifications=[{"ResourceType": "volume", "Tags": [owned]}],
+            )
+        return result
+
+    monkeypatch.setattr(update_ops, "plan_delete", listing_then_a_new_volume)
+    code = main(["--state", STATE, "delete", "cluster", name, "--yes"])
+    _out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "1 cloud resources of race.k8s.local appeared or remained; deleting them too" in err
+    assert tagged(name) == {}
+    assert not registry().exists(name)
 
 
 def test_public_dns_cluster_gets_api_records(cloud_env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,36 +32,57 @@ def command() -> None:
 command.name = "delete"
 
 
+def _change_id(change: Change) -> str:
+    return change.actual.id if change.actual is not None else f"{change.kind}/{change.name}"
+
+
 def _resource_rows(changes: list[Change]) -> list[list[object]]:
     return [[c.kind, c.actual.id if c.actual else "", c.name] for c in changes]
 
 
+#: Passes of delete cluster: while the control plane still runs, in-cluster controllers (the cloud controller
+#: manager, the EBS CSI driver) may create a load balancer or a volume after the first pass listed what to
+#: delete; a later pass, with the machines gone, finds and deletes those too instead of leaking them.
+DELETE_PASSES = 3
+
+
 def _delete_resources(name: str, region: str, changes: list[Change], plan: ClusterPlan) -> None:
-    """Delete what ``plan_delete`` found; list and refuse (keeping the state) if anything is left."""
+    """Delete what ``plan_delete`` found, again while new resources appear; list and refuse (keeping the
+    state) if anything is left after the last pass."""
     from pykops.cli.update import progress_printer
     from pykops.engine.executor import apply
     from pykops.engine.types import ApplyError
     from pykops.ops.update import plan_delete
 
+    failure: ApplyError | None = None
+    seen: set[str] = set()
+    for attempt in range(DELETE_PASSES):
+        ids = {_change_id(c) for c in changes}
+        if not changes or (attempt and failure is not None and ids <= seen):
+            break  # done, or the last pass failed and nothing new appeared: another pass would fail alike
+        seen |= ids
+        if attempt:
+            info(f"{len(changes)} cloud resources of {name} appeared or remained; deleting them too")
+        else:
+            click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
+        try:
+            progress = progress_printer(len(changes))
+            apply(changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress)
+            failure = None
+        except ApplyError as exc:
+            failure = exc
+        changes, plan = plan_delete(name, region)
     if not changes:
         return
-    click.echo(f"Deleting {len(changes)} cloud resources of {name}...")
-    try:
-        progress = progress_printer(len(changes))
-        apply(changes, plan.kinds, plan.cloud, desired=[], actual=plan.actual, on_event=progress)
-    except ApplyError as exc:
-        left, _ = plan_delete(name, region)
-        click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
+    click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(changes)), nl=False)
+    if failure is not None:
         raise PykopsError(
-            f"{len(left)} resources of {name} could not be deleted ({exc}); the state was kept: "
+            f"{len(changes)} resources of {name} could not be deleted ({failure}); the state was kept: "
             f"fix the cause and run pykops delete cluster {name} --yes again"
-        ) from None
-    left, _ = plan_delete(name, region)
-    if left:
-        click.echo(render_table(["TYPE", "ID", "NAME"], _resource_rows(left)), nl=False)
-        raise PykopsError(
-            f"{len(left)} resources of {name} are still there; the state was kept: run the command again"
         )
+    raise PykopsError(
+        f"{len(changes)} resources of {name} are still there; the state was kept: run the command again"
+    )
 
 
 def _retained(name: str, plan: ClusterPlan, delete_them: bool) -> dict[str, str]:

@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pykops.sandbox.controllers import kube
+
 log = logging.getLogger(__name__)
 
 EBS_DRIVER = "ebs.csi.aws.com"
@@ -74,6 +76,7 @@ class _Base:
         from kubernetes import client
 
         self.api = api
+        self.kube = kube.Kube(api)
         self.core: Any = client.CoreV1Api(api)
         self.cluster = cluster_name
         self.region = region
@@ -81,7 +84,7 @@ class _Base:
         self.owned = {f"kubernetes.io/cluster/{cluster_name}": "owned", "KubernetesCluster": cluster_name}
 
     def nodes(self) -> list[dict[str, Any]]:
-        return list(_json(self.core.list_node(_preload_content=False))["items"])
+        return self.kube.list(kube.NODE)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ class ServiceLoadBalancers(_Base):
         self.networking: Any = client.NetworkingV1Api(api)
 
     def sync_once(self) -> None:
-        services = _json(self.core.list_service_for_all_namespaces(_preload_content=False))["items"]
+        services = self.kube.list(kube.SERVICE)
         wanted: dict[str, dict[str, Any]] = {}
         for svc in services:
             if (svc.get("spec") or {}).get("type") == "LoadBalancer":
@@ -233,7 +236,7 @@ class ServiceLoadBalancers(_Base):
                 address = ingress[0].get("hostname") if ingress else None
         if not address:
             return
-        items = _json(self.networking.list_ingress_for_all_namespaces(_preload_content=False))["items"]
+        items = self.kube.list(kube.INGRESS)
         for ing in items:
             cls = (ing.get("spec") or {}).get("ingressClassName") or (
                 ing["metadata"].get("annotations") or {}
@@ -308,10 +311,7 @@ class EbsCsi(_Base):
         self.storage: Any = client.StorageV1Api(api)
 
     def sync_once(self) -> None:
-        classes = {
-            c["metadata"]["name"]: c
-            for c in _json(self.storage.list_storage_class(_preload_content=False))["items"]
-        }
+        classes = {c["metadata"]["name"]: c for c in self.kube.list(kube.STORAGE_CLASS)}
         default = next(
             (
                 n
@@ -320,19 +320,15 @@ class EbsCsi(_Base):
             ),
             None,
         )
-        pods = _json(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
-        claims = _json(self.core.list_persistent_volume_claim_for_all_namespaces(_preload_content=False))[
-            "items"
-        ]
-        pvs = _json(self.core.list_persistent_volume(_preload_content=False))["items"]
+        pods = self.kube.list(kube.POD)
+        claims = self.kube.list(kube.PVC)
+        pvs = self.kube.list(kube.PV)
         nodes = {n["metadata"]["name"]: n for n in self.nodes()}
         for claim in claims:
             self._bind(claim, pods, pvs, classes, default, nodes)
         # again: binding above changed both
-        claims = _json(self.core.list_persistent_volume_claim_for_all_namespaces(_preload_content=False))[
-            "items"
-        ]
-        pvs = _json(self.core.list_persistent_volume(_preload_content=False))["items"]
+        claims = self.kube.list(kube.PVC)
+        pvs = self.kube.list(kube.PV)
         self._reclaim(pvs, {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in claims})
         self._attach(pods, claims, pvs, nodes)
 

@@ -36,6 +36,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -701,6 +702,7 @@ class MachineSimulator:
             )
             if control_plane_up:
                 self._ensure_front_server(front)
+                self._report_apiserver_version(front)
                 self._ensure_controllers(front)
                 self._ensure_addons(front)
             else:
@@ -718,6 +720,20 @@ class MachineSimulator:
             k for k, m in self.machines.items() if m.state == "stopped" and m.cluster not in live
         ]:
             del self.machines[machine_id]
+
+    def _report_apiserver_version(self, front: ClusterFront) -> None:
+        """``/version`` reports the Kubernetes version of the running control-plane machines: the oldest one
+        while an upgrade rolls them (a client may reach any apiserver; the oldest is what it can count on)."""
+        if front.server is None:
+            return
+        versions = [
+            m.kubelet.spec.kubernetes_version
+            for m in self.machines.values()
+            if m.cluster == front.name and m.control_plane and m.state == "running" and m.kubelet is not None
+        ]
+        if versions:
+            oldest = min(versions, key=lambda v: tuple(int(p) for p in re.findall(r"\d+", v)[:3]))
+            front.server.api.version = f"v{oldest.lstrip('v')}"
 
     def _ensure_controllers(self, front: ClusterFront) -> None:
         if front.controllers is not None and front.controllers.is_alive():

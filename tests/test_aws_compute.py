@@ -775,9 +775,12 @@ def test_ebs_volume_in_use_is_retryable(cloud: AwsCloud) -> None:
     net = _net(cloud)
     desired = _volume(cloud)
     volume = _create(EBSVolume(), cloud, desired)["id"]
-    instance = cloud.ec2.run_instances(ImageId=net.ami, MinCount=1, MaxCount=1, SubnetId=net.subnets[0])[
-        "Instances"
-    ][0]["InstanceId"]
+    zone_a = cloud.ec2.describe_subnets(
+        SubnetIds=net.subnets, Filters=[{"Name": "availability-zone", "Values": [f"{cloud.region}a"]}]
+    )["Subnets"][0]["SubnetId"]  # a volume attaches only to an instance in its own zone
+    instance = cloud.ec2.run_instances(ImageId=net.ami, MinCount=1, MaxCount=1, SubnetId=zone_a)["Instances"][
+        0
+    ]["InstanceId"]
     cloud.ec2.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/xvdf")
     with pytest.raises(RetryableError, match="still attached") as err:
         EBSVolume().delete(cloud, _find_one(EBSVolume(), cloud, desired))

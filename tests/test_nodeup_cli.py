@@ -285,6 +285,37 @@ def test_a_volume_in_use_by_a_live_instance_is_not_taken(env: Env) -> None:
     assert main_volume["Attachments"][0]["InstanceId"] == owner
 
 
+def test_a_volume_taken_between_look_and_attach_is_left_to_its_new_owner(env: Env) -> None:
+    """Two machines race for one volume: the loser's AttachVolume gets VolumeInUse, it looks again (no crash)
+    and waits for the volume instead of taking it."""
+    me = env.run_instance("eu-west-1c")
+    rival = env.run_instance("eu-west-1c")
+    members = [EtcdMemberRef(name="c", etcd_cluster="main")]
+    said: list[str] = []
+
+    def log(message: str) -> None:
+        said.append(message)
+        if message.startswith("attaching ") and len(said) == 1:  # the rival is faster, just this once
+            env.ec2.attach_volume(VolumeId=message.split()[1], InstanceId=rival, Device="/dev/xvdu")
+
+    ticks = iter(range(0, 1000, 10))
+    with pytest.raises(VolumeError, match="timed out"):
+        attach_etcd_volumes(
+            env.ec2,
+            cluster_name=env.name,
+            instance_id=me,
+            zone="eu-west-1c",
+            members=members,
+            timeout=25,
+            sleep=lambda _: None,
+            clock=lambda: float(next(ticks)),
+            log=log,
+        )
+    assert any("was just attached elsewhere; looking again" in line for line in said)
+    taken = [v for v in env.volumes().values() if v["Attachments"]]
+    assert [v["Attachments"][0]["InstanceId"] for v in taken] == [rival]
+
+
 # --- nodes, dry run, refusals ----------------------------------------------------------------------------
 
 

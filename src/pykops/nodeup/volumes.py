@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from botocore.exceptions import ClientError
+
 from pykops.errors import PykopsError
 from pykops.nodeup.config import EtcdMemberRef
 from pykops.nodeup.render import etcd_data_dir, etcd_member_host
@@ -220,7 +222,14 @@ def attach_etcd_volumes(
                 device = _free_device(me, taken)
                 taken.add(device)
                 log(f"attaching {volume.volume_id} (etcd-{name} member {volume.member}) as {device}")
-                ec2.attach_volume(VolumeId=volume.volume_id, InstanceId=instance_id, Device=device)
+                try:
+                    ec2.attach_volume(VolumeId=volume.volume_id, InstanceId=instance_id, Device=device)
+                except ClientError as err:
+                    if err.response.get("Error", {}).get("Code") != "VolumeInUse":
+                        raise
+                    # Another machine took it between our look and our request: look again next round.
+                    log(f"{volume.volume_id} (etcd-{name}) was just attached elsewhere; looking again")
+                    continue
                 requested.add(volume.volume_id)
             elif action.kind == "detach":
                 log(f"detaching {volume.volume_id} (etcd-{name}): {action.reason}")

@@ -1001,6 +1001,16 @@ class KubeApi:
         out["kind"] = res.kind
         return out
 
+    def _read_at(self, res: Resource, key: str, name: str, want_rv: str) -> tuple[Any, dict[str, Any]]:
+        """The stored object and its etcd entry: 404 when absent, 409 when ``want_rv`` (if given) is not its
+        resourceVersion."""
+        kv = self.store.get(key)
+        if kv is None:
+            raise not_found(res, name)
+        if want_rv and want_rv != str(kv.mod_revision):
+            raise conflict(res, name)
+        return kv, self.out(res, kv)
+
     def guaranteed_update(
         self,
         res: Resource,
@@ -1018,12 +1028,7 @@ class KubeApi:
         """Read, mutate, write-if-unchanged; retried on conflicts unless the caller gave a resourceVersion."""
         key = self.key(res, namespace, name)
         for _attempt in range(20):
-            kv = self.store.get(key)
-            if kv is None:
-                raise not_found(res, name)
-            if want_rv and want_rv != str(kv.mod_revision):
-                raise conflict(res, name)
-            current = self.out(res, kv)
+            kv, current = self._read_at(res, key, name, want_rv)
             new = mutate(copy.deepcopy(current))
             new = self._merge_update(res, current, new, sub)
             validate_object(res, new)
@@ -1138,12 +1143,7 @@ class KubeApi:
         """Delete now, or mark for deletion when finalizers (or Foreground/Orphan propagation) hold it."""
         key = self.key(res, namespace, name)
         for _attempt in range(20):
-            kv = self.store.get(key)
-            if kv is None:
-                raise not_found(res, name)
-            if precondition_rv and precondition_rv != str(kv.mod_revision):
-                raise conflict(res, name)
-            obj = self.out(res, kv)
+            kv, obj = self._read_at(res, key, name, precondition_rv)
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
             if policy == "Foreground" and "foregroundDeletion" not in finalizers:

@@ -367,3 +367,30 @@ def test_no_control_plane_instance_is_replaced_while_another_is_not_ready() -> N
             sim, sim, specs, _fast(validation_timeout=30), check=b_not_ready, clock=clock, sleep=clock.sleep
         ).run()
     assert sim.terminations == []
+
+
+def test_a_control_plane_node_lost_during_a_drain_stops_the_next_termination() -> None:
+    """Validation passed, then control-plane-b's node goes away while control-plane-a drains: terminating
+    a's instance too would leave 1 of 3 etcd members, so the run stops (or, told to go on, warns)."""
+    clock, sim, specs = _setup(nodes=1, cps=3)
+    sim.new_version("control-plane-a")
+    other = next(n.name for n in sim.nodes() if n.group == "control-plane-b")
+    steps: list[str] = []
+
+    def lose_b(p: Progress) -> None:
+        steps.append(p.step)
+        if p.group == "control-plane-a" and p.step.startswith("cordoning"):
+            sim.delete_node(other)
+
+    with pytest.raises(
+        RollingUpdateError, match=r"not terminating i-\S+ of control-plane-a: 1 of the other 2"
+    ):
+        _runner(sim, clock, specs, _fast(validation_timeout=30), on_progress=lose_b).run()
+    assert sim.terminations == []
+    assert any(s.startswith("waiting before terminating: 1 of the other 2") for s in steps)
+
+    lenient = _fast(validation_timeout=30, fail_on_validate_error=False)
+    summary = _runner(sim, clock, specs, lenient).run()
+    assert len(sim.terminations) == 1 and any(
+        "went on anyway" in w for g in summary.groups for w in g.warnings
+    )

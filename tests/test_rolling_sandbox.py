@@ -81,6 +81,7 @@ def sandbox(
         boot_delay=0.2,
         poll_interval=0.2,
         heartbeat_interval=0.5,
+        node_monitor_grace=6.0,  # 12 missed heartbeats: a busy test machine delays some, not that many
         node_removal_delay=1.0,
     )
     stop = threading.Event()

@@ -576,6 +576,7 @@ class RollingUpdate:
                     self.sleep(self.s.post_drain_delay)
             for n, (inst, node) in enumerate(infos):
                 decrement = n < surge
+                self._guard_control_plane(plan, inst, report, (index, count, done, started))
                 self._emit(
                     plan,
                     index,
@@ -670,6 +671,58 @@ class RollingUpdate:
             clock=self.clock,
             sleep=self.sleep,
         )
+
+    def _guard_control_plane(
+        self, plan: GroupPlan, inst: CloudInstance, report: GroupReport, where: tuple[int, int, int, float]
+    ) -> None:
+        """Right before a control-plane instance is terminated, every other control-plane member (as many as
+        the control-plane groups' minimum sizes add up to, less this one) must run as a Ready node.
+
+        Validation passed after the previous replacement, but a node can fail (or vanish) while this one
+        drains; losing this member then as well could cost etcd its quorum. So wait (up to
+        ``--validation-timeout``) and stop rather than terminate while another one is not Ready.
+        """
+        if plan.group.role not in CONTROL_PLANE_ROLES or self.s.cloud_only or self.kube is None:
+            return
+        index, count, done, started = where
+        expected = sum(g.min_size for g in self.groups if g.role in CONTROL_PLANE_ROLES)
+        deadline = self.clock() + self.s.validation_timeout
+        announced = False
+        while True:
+            try:
+                nodes = self.kube.nodes()
+            except ApiUnreachable:
+                nodes = None
+            if nodes is not None:
+                others = [n for n in nodes if n.role == "control-plane" and n.instance_id != inst.id]
+                ready = sum(1 for n in others if n.ready)
+                if ready >= expected - 1:
+                    return
+                not_ready = sorted(n.name for n in others if not n.ready)
+                what = f"{ready} of the other {expected - 1} control-plane nodes Ready" + (
+                    f" ({', '.join(not_ready)} not Ready)" if not_ready else ""
+                )
+            else:
+                what = "the API is unreachable"
+            if self.clock() + self.s.poll > deadline:
+                message = (
+                    f"not terminating {inst.id} of {plan.group.name}: {what} for "
+                    f"{self.s.validation_timeout:.0f}s; replacing another control-plane member now could "
+                    "cost etcd its quorum"
+                )
+                if self.s.fail_on_validate_error:
+                    raise RollingUpdateError(
+                        message,
+                        hint="bring the control plane back to Ready (pykops validate cluster) and run again, "
+                        "or pass --fail-on-validate-error=false to go on anyway",
+                    )
+                report.warnings.append(f"{message} (went on anyway)")
+                self._emit(plan, index, count, f"warning: {message} (going on anyway)", done, started)
+                return
+            if not announced:
+                self._emit(plan, index, count, f"waiting before terminating: {what}", done, started)
+                announced = True
+            self.sleep(self.s.poll)
 
     def _wait_ready(
         self, plan: GroupPlan, want: int, gone: set[str], index: int, count: int, done: int, started: float

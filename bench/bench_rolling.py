@@ -24,7 +24,6 @@ import json
 import math
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +100,7 @@ def sandbox_runs(sizes: list[int], surges: list[int]) -> list[tuple[int, int, fl
     from pykops.cli.main import main as pykops
     from pykops.ops.instances import LiveCluster
     from pykops.sandbox.aws_emulator import AwsEmulator
-    from pykops.sandbox.machines import MachineSimulator
+    from pykops.sandbox.machines import running_in_thread
     from pykops.sandbox.seed import seed
     from pykops.state.registry import ClusterRegistry
     from pykops.state.store import open_store
@@ -123,17 +122,9 @@ def sandbox_runs(sizes: list[int], surges: list[int]) -> list[tuple[int, int, fl
             flags += [f"--node-count={size}", "--networking=kubenet", "--yes"]
             assert pykops(["--state", state, "create", "cluster", *flags]) == 0
             directory = Path(tmp) / f"sandbox-{size}"
-            sim = MachineSimulator(
-                sandbox_dir=directory,
-                boot_delay=0.2,
-                poll_interval=0.2,
-                heartbeat_interval=0.5,
-                node_removal_delay=1.0,
-            )
-            stop = threading.Event()
-            thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
-            thread.start()
-            try:
+            with running_in_thread(
+                directory, boot_delay=0.2, poll_interval=0.2, heartbeat_interval=0.5, node_removal_delay=1.0
+            ):
                 assert pykops(["--state", state, "export", "kubeconfig", name, "--admin"]) == 0
                 api_json = directory / "clusters" / name / "api.json"
                 api = _wait(lambda: json.loads(api_json.read_text()))  # noqa: B023 (called at once)
@@ -158,10 +149,6 @@ def sandbox_runs(sizes: list[int], surges: list[int]) -> list[tuple[int, int, fl
                     assert summary.replaced == size, summary
                     results.append((size, surge, wall, min(timer.batches), len(timer.batches)))
                     _print_row(size, surge, wall, min(timer.batches), len(timer.batches))
-            finally:
-                stop.set()
-                thread.join(30)
-                sim.close()
             assert pykops(["--state", state, "delete", "cluster", name, "--yes"]) == 0
     return results
 

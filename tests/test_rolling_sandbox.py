@@ -62,7 +62,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> tupl
 def sandbox(
     aws_env: AwsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Path]:
-    from pykops.sandbox.machines import MachineSimulator
+    from pykops.sandbox.machines import running_in_thread
 
     aws_env.reset()
     seed(aws_env.endpoint_url, REGION, state_bucket=BUCKET)
@@ -76,25 +76,19 @@ def sandbox(
         "--networking=kubenet", "--yes",
     )  # fmt: skip
     directory = tmp_path / "sandbox"
-    sim = MachineSimulator(
-        sandbox_dir=directory,
+    with running_in_thread(
+        directory,
         boot_delay=0.2,
         poll_interval=0.2,
         heartbeat_interval=0.5,
         node_monitor_grace=6.0,  # 12 missed heartbeats: a busy test machine delays some, not that many
         node_removal_delay=1.0,
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
-    thread.start()
-    SIMULATORS[directory] = sim
-    try:
-        yield directory
-    finally:
-        SIMULATORS.pop(directory, None)
-        stop.set()
-        thread.join(30)
-        sim.close()
+    ) as sim:
+        SIMULATORS[directory] = sim
+        try:
+            yield directory
+        finally:
+            SIMULATORS.pop(directory, None)
 
 
 def point_kubeconfig_at_sandbox(capsys: pytest.CaptureFixture[str], sandbox: Path, kubeconfig: Path) -> None:

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from pykops.cli.main import main
 from pykops.sandbox.aws_emulator import AwsEmulator
 from pykops.sandbox.etcd import EtcdError, member_address, parse_manifest
 from pykops.sandbox.kubelet import ApiError, api_client_from_kubeconfig, pod_cidr_for, request
-from pykops.sandbox.machines import MachineSimulator, nodeup_config_url
+from pykops.sandbox.machines import MachineSimulator, nodeup_config_url, running_in_thread
 from pykops.sandbox.seed import seed
 from waiting import wait_for
 
@@ -104,23 +103,11 @@ def cluster(aws_env: AwsEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture
 def simulator(cluster: None, tmp_path: Path) -> Iterator[tuple[MachineSimulator, Path]]:
     sandbox = tmp_path / "sandbox"
-    sim = MachineSimulator(
-        sandbox_dir=sandbox,
-        boot_delay=0.2,
-        poll_interval=0.2,
-        heartbeat_interval=0.5,
-        node_removal_delay=1.0,
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=sim.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(
+        sandbox, boot_delay=0.2, poll_interval=0.2, heartbeat_interval=0.5, node_removal_delay=1.0
+    ) as sim:
         yield sim, sandbox
-    finally:
-        stop.set()
-        thread.join(30)
-        sim.close()
-        assert etcd_pids(sandbox) == set(), "close() left etcd processes running"
+    assert etcd_pids(sandbox) == set(), "close() left etcd processes running"
 
 
 def test_nodeup_config_url_is_read_from_the_cloud_config() -> None:

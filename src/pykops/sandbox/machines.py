@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import importlib
 import inspect
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -941,6 +942,22 @@ def _write_json(path: Path, document: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def running_in_thread(sandbox_dir: Path, **settings: Any) -> Iterator[MachineSimulator]:
+    """A simulator looping in a thread of this process (for tests and benchmarks, where ``sandbox up``'s
+    background process would hide its state); stopped and closed, its etcd members with it, on exit."""
+    sim = MachineSimulator(sandbox_dir=sandbox_dir, **settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=sim.run, args=(stop,), daemon=True, name="machine-simulator")
+    thread.start()
+    try:
+        yield sim
+    finally:
+        stop.set()
+        thread.join(30)
+        sim.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

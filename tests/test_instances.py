@@ -96,6 +96,8 @@ def test_day2_commands_without_the_api(cluster: Path, capsys: pytest.CaptureFixt
         ][0]
         return {i["InstanceId"] for i in group["Instances"] if i["LifecycleState"] == "InService"}
 
+    code = main(["--state", STATE, "rolling-update", "cluster", NAME, "--yes", "--instance-group", "node"])
+    assert code == 2 and "no instance group named 'node'" in capsys.readouterr().err  # not a roll of nothing
     before = node_instances()
     flags = ["--yes", "--force", "--cloudonly", "--instance-group", "nodes", "--node-interval", "0"]
     out, _ = run(capsys, "rolling-update", "cluster", NAME, *flags)

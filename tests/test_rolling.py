@@ -329,6 +329,23 @@ def test_nodes_running_another_kubelet_version_need_an_update() -> None:
     assert mark_version_skew(cloud, nodes, None) == 0
 
 
+def test_version_skew_is_judged_per_instance_group() -> None:
+    """After `update --instance-group-roles control-plane`, the nodes' groups still bootstrap the old version:
+    their nodes need no update yet."""
+    from pykops.ops.instances import mark_version_skew
+
+    cloud = [_cloud("control-plane-a", ["2"]), _cloud("nodes", ["2"])]
+    nodes = [
+        NodeInfo(
+            "cp", "control-plane", True, "i-control-plane-a-0", "control-plane-a", kubelet_version="v1.34.2"
+        ),
+        NodeInfo("n", "node", True, "i-nodes-0", "nodes", kubelet_version="v1.34.2"),
+    ]
+    assert mark_version_skew(cloud, nodes, {"control-plane-a": "1.35.0", "nodes": "1.34.2"}) == 1
+    assert [g.instances[0].needs_update for g in cloud] == [True, False]
+    assert mark_version_skew(cloud, nodes, {}) == 0  # no NodeupConfig found: the launch templates decide
+
+
 def test_delete_instance_with_surge_launches_the_replacement_first() -> None:
     clock, sim, specs = _setup(nodes=2, cps=1)
     sim.add_workload("web", replicas=3, min_available=2)

@@ -190,7 +190,7 @@ def test_scale_upgrade_and_resumable_rolling_update(
     fast = dict(
         post_drain_delay=0, control_plane_interval=0, node_interval=0, validation_interval=1, poll=0.5,
         drain_retry=0.5, validation_timeout=240, drain_timeout=120, validate_count=1,
-        kubernetes_version=live.applied_kubernetes_version(),
+        kubernetes_version=live.applied_kubernetes_versions(),
     )  # fmt: skip
     terminations = 0
 

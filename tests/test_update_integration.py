@@ -436,3 +436,49 @@ def test_a_locked_cluster_is_neither_updated_nor_deleted(
     assert tagged(name) == {} and registry().exists(name)
     run(capsys, "delete", "cluster", name, "--yes")
     assert not registry().exists(name)
+
+
+def _template_versions(cluster: str) -> dict[str, int]:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    tag = [{"Name": f"tag:kubernetes.io/cluster/{cluster}", "Values": ["owned"]}]
+    return {
+        t["LaunchTemplateName"].removesuffix(f".{cluster}"): t["LatestVersionNumber"]
+        for t in ec2.describe_launch_templates(Filters=tag)["LaunchTemplates"]
+    }
+
+
+def test_update_of_chosen_instance_groups_leaves_the_others_machines_alone(
+    cloud_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update cluster --instance-group-roles control-plane` after an upgrade: the control plane's launch
+    template and bootstrap configuration move, the nodes' stay (no node can boot a kubelet newer than the
+    apiservers); a full update then moves them too."""
+    from pykops.ops.instances import LiveCluster
+
+    name = "partial.k8s.local"
+    run(capsys, "create", "cluster", f"--name={name}", "--zones=eu-west-1a", "--yes")
+    before = _template_versions(name)
+    (control_plane,) = [g for g in before if g.startswith(("master", "control-plane"))]
+    (nodes,) = set(before) - {control_plane}
+    old = LiveCluster(registry(), name, need_api=False).applied_kubernetes_versions()
+    assert set(old) == set(before) and len(set(old.values())) == 1
+    # an upgrade, written to the spec (edit rather than `upgrade cluster`, which would ask the cluster's API)
+    run(capsys, "edit", "cluster", name, "--set", "spec.kubernetesVersion=1.35.0")
+
+    out = run(capsys, "update", "cluster", name, "--instance-group-roles", "control-plane", expect=3)
+    assert control_plane in out and nodes not in out
+    run(capsys, "update", "cluster", name, "--instance-group-roles", "control-plane", "--yes")
+    after = _template_versions(name)
+    assert after[control_plane] == before[control_plane] + 1 and after[nodes] == before[nodes]
+    applied = LiveCluster(registry(), name, need_api=False).applied_kubernetes_versions()
+    assert applied == {control_plane: "1.35.0", nodes: old[nodes]}
+
+    run(capsys, "update", "cluster", name, "--yes")
+    assert _template_versions(name)[nodes] == before[nodes] + 1
+    applied = LiveCluster(registry(), name, need_api=False).applied_kubernetes_versions()
+    assert applied == {control_plane: "1.35.0", nodes: "1.35.0"}
+
+    code = main(["--state", STATE, "update", "cluster", name, "--instance-group", "nope"])
+    assert code == 2 and "no instance group named 'nope'" in capsys.readouterr().err
+    code = main(["--state", STATE, "update", "cluster", name, "--instance-group-roles", "worker"])
+    assert code == 2 and "unknown instance group role 'worker'" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def register(cli: click.Group) -> None:
         if nodes is None:
             warn(f"{live.kube_error}; NODE-NAME is left empty")
         cloud = live.cloud_groups()
-        mark_version_skew(cloud, nodes or [], live.applied_kubernetes_version())
+        mark_version_skew(cloud, nodes or [], live.applied_kubernetes_versions())
         rows = instance_rows(live.specs, cloud, nodes)
         if output == "table":
             click.echo(render_table(INSTANCE_HEADERS, rows), nl=False)

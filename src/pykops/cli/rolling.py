@@ -51,15 +51,19 @@ def run_rolling(
     """Show the table, or (``yes``) roll; returns the exit code."""
     from pykops.ops.instances import mark_version_skew
     from pykops.ops.rolling import RollingUpdate, StoreJournal, plan_groups, table_rows
+    from pykops.ops.selection import select_groups
     from pykops.ops.validate import ApiUnreachable
     from pykops.state.lock import cluster_lock
 
+    # a misspelt group or role is an error, not a rolling update of nothing
+    groups = [(g.name, g.role) for g in live.specs]
+    select_groups(groups, settings.instance_groups or (), settings.roles or ())
     if not yes:
         nodes = live.nodes_or_none()
         if nodes is None:
             warn(f"{live.kube_error}; READY and NODES are from the cloud only")
         cloud = live.cloud_groups()
-        mark_version_skew(cloud, nodes or [], live.applied_kubernetes_version())
+        mark_version_skew(cloud, nodes or [], live.applied_kubernetes_versions())
         plans = plan_groups(
             live.specs,
             cloud,
@@ -93,7 +97,7 @@ def run_rolling(
         return click.confirm(question, default=False, err=True)
 
     if not settings.cloud_only and settings.kubernetes_version is None:
-        settings.kubernetes_version = live.applied_kubernetes_version()
+        settings.kubernetes_version = live.applied_kubernetes_versions()
     with cluster_lock(
         live.registry.store, live.name, "rolling-update cluster", lease_seconds=ROLLING_LOCK_LEASE
     ):

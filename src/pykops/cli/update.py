@@ -60,14 +60,24 @@ def progress_printer(total: int) -> Callable[[Event], None]:
     return on_event
 
 
-def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_config: bool = True) -> int:
-    """Plan (and with ``yes`` apply) the cluster; returns the exit code."""
+def run_update(
+    registry: ClusterRegistry,
+    name: str,
+    *,
+    yes: bool,
+    create_kube_config: bool = True,
+    only_groups: frozenset[str] | None = None,
+) -> int:
+    """Plan (and with ``yes`` apply) the cluster; returns the exit code. ``only_groups``: the instance
+    groups whose machines may change (None: all)."""
     from pykops.engine.plan import render_plan, summary
     from pykops.ops.update import apply_plan, plan_cluster
     from pykops.state.lock import cluster_lock
 
+    if only_groups is not None:
+        info(f"only instance groups {', '.join(sorted(only_groups)) or '(none)'}: the others' machines wait")
     if not yes:
-        plan = plan_cluster(registry, name)
+        plan = plan_cluster(registry, name, only_groups=only_groups)
         for message in plan.warnings:
             warn(message)
         if not plan.changes:
@@ -79,7 +89,7 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_c
         return EXIT_CHANGES_PENDING
 
     with cluster_lock(registry.store, name, "update cluster"):
-        plan = plan_cluster(registry, name)
+        plan = plan_cluster(registry, name, only_groups=only_groups)
         for message in plan.warnings:
             warn(message)
         if plan.changes:
@@ -124,13 +134,42 @@ def run_update(registry: ClusterRegistry, name: str, *, yes: bool, create_kube_c
     show_default=True,
     help="Export a kubeconfig context for the cluster after applying.",
 )
+@click.option(
+    "--instance-group",
+    multiple=True,
+    help="Change only these instance groups' machines (repeatable, comma-separated); default all.",
+)
+@click.option(
+    "--instance-group-roles",
+    multiple=True,
+    help="Change only the machines of groups with these roles (control-plane, apiserver, node, bastion).",
+)
 @click.pass_context
 def update_cluster(
-    ctx: click.Context, positional_name: str | None, yes: bool, create_kube_config: bool
+    ctx: click.Context,
+    positional_name: str | None,
+    yes: bool,
+    create_kube_config: bool,
+    instance_group: tuple[str, ...],
+    instance_group_roles: tuple[str, ...],
 ) -> int:
-    """Create or update the cloud resources of a cluster to match its spec."""
+    """Create or update the cloud resources of a cluster to match its spec.
+
+    With --instance-group or --instance-group-roles, only those groups' launch templates, Auto Scaling
+    groups and bootstrap configuration change (shared resources change as usual): reconcile cluster uses
+    it to upgrade the control plane before any node can boot a newer kubelet.
+    """
+    from pykops.cli.common import split_list
+    from pykops.ops.selection import select_groups
+
     g = globals_of(ctx)
     name = g.require_name(positional_name)
-    code = run_update(open_registry(g), name, yes=yes, create_kube_config=create_kube_config)
+    registry = open_registry(g)
+    only_groups = None
+    if instance_group or instance_group_roles:
+        registry.get_cluster(name)  # a missing cluster is said as such, not as a missing group
+        groups = [(s.obj.name, s.obj.spec.role or "Node") for s in registry.get_groups(name)]
+        only_groups = select_groups(groups, split_list(instance_group), split_list(instance_group_roles))
+    code = run_update(registry, name, yes=yes, create_kube_config=create_kube_config, only_groups=only_groups)
     ctx.exit(code)
     return code

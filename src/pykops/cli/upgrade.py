@@ -138,7 +138,7 @@ def register(cli: click.Group) -> None:
     @kubeconfig_option
     @click.pass_context
     def reconcile_cluster(ctx: click.Context, /, positional_name: str | None, yes: bool, **kw: Any) -> int:
-        """update cluster, roll the control plane, update again, roll the nodes (each validated)."""
+        """update the control plane's groups, roll them, update the rest, roll the nodes (each validated)."""
         from pykops.cli.rolling import run_rolling, settings_from
         from pykops.cli.update import run_update
         from pykops.ops.instances import LiveCluster
@@ -164,13 +164,22 @@ def register(cli: click.Group) -> None:
             max_unavailable=None,
             poll_interval=kw["poll_interval"],
         )
-        steps: list[tuple[str, tuple[str, ...]]] = [
-            ("control plane", ("ControlPlane", "APIServer")),
-            ("nodes", ("Node", "Bastion")),
+        from pykops.ops.selection import select_groups
+
+        groups = [(s.obj.name, s.obj.spec.role or "Node") for s in registry.get_groups(name)]
+        control_plane = select_groups(groups, roles=("control-plane", "apiserver"))
+        # First only the control plane's machines change, so no node (a replacement, a scale-up) can boot a
+        # kubelet newer than the apiservers; then everything.
+        steps: list[tuple[str, tuple[str, ...], frozenset[str] | None]] = [
+            ("control plane", ("ControlPlane", "APIServer"), control_plane),
+            ("nodes", ("Node", "Bastion"), None),
         ]
-        for label, roles in steps:
-            info(f"== reconcile: update cluster, then roll the {label}")
-            run_update(registry, name, yes=True, create_kube_config=kw["create_kube_config"])
+        for label, roles, only in steps:
+            what = "the control plane's instance groups" if only is not None else "the whole cluster"
+            info(f"== reconcile: update {what}, then roll the {label}")
+            run_update(
+                registry, name, yes=True, create_kube_config=kw["create_kube_config"], only_groups=only
+            )
             live = LiveCluster(registry, name, kubeconfig=kw["kubeconfig"])
             settings = settings_from(**common, instance_group_roles=(",".join(roles),))
             run_rolling(live, settings, yes=True)

@@ -8,12 +8,12 @@ needs an update when that differs from the group's version (``$Default``/``$Late
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pykops.cloud.aws.cloud import AwsCloud, cluster_owned_tag
 from pykops.cloud.aws.compute import paginate
-from pykops.errors import NotFoundError
+from pykops.errors import NotFoundError, PykopsError
 from pykops.ops.validate import CloudGroup, CloudInstance, GroupSpec, NodeInfo
 
 LT_VERSION_TAG = "aws:ec2launchtemplate:version"
@@ -114,18 +114,28 @@ def cloud_groups(cloud: AwsCloud, cluster: str) -> list[CloudGroup]:
     return sorted(result, key=lambda c: c.name)
 
 
-def mark_version_skew(cloud: list[CloudGroup], nodes: list[NodeInfo], kubernetes_version: str | None) -> int:
-    """Mark instances whose node runs another kubelet version than the one ``update cluster`` last applied as
-    needing an update (their launch template may be unchanged: the version lives in the NodeupConfig);
-    returns how many were marked."""
+def mark_version_skew(
+    cloud: list[CloudGroup], nodes: list[NodeInfo], kubernetes_version: str | Mapping[str, str] | None
+) -> int:
+    """Mark instances whose node runs another kubelet version than the one ``update cluster`` last applied
+    (one version, or one per instance group) as needing an update (their launch template may be unchanged:
+    the version lives in the NodeupConfig); returns how many were marked."""
     if not kubernetes_version:
         return 0
-    want = kubernetes_version.lstrip("v")
     kubelets = {
         n.instance_id: n.kubelet_version.lstrip("v") for n in nodes if n.instance_id and n.kubelet_version
     }
+    versions = kubernetes_version
+
+    def applied(group: str) -> str | None:
+        return versions if isinstance(versions, str) else versions.get(group)
+
     marked = 0
     for cg in cloud:
+        version = applied(cg.name)
+        if not version:
+            continue
+        want = version.lstrip("v")
         for inst in cg.instances:
             if not inst.needs_update and kubelets.get(inst.id, want) != want:
                 inst.needs_update = True
@@ -219,7 +229,6 @@ class LiveCluster:
         self.kube: Any = None
         self.kube_error: str | None = None
         if need_api:
-            from pykops.errors import PykopsError
             from pykops.ops.kubeclient import KubeClient
 
             try:
@@ -231,21 +240,24 @@ class LiveCluster:
         wanted = {g.name for g in self.specs}
         return [g for g in self.aws.groups() if g.name in wanted]
 
-    def applied_kubernetes_version(self) -> str | None:
-        """The Kubernetes version of the last ``update cluster --yes`` (``cluster-completed.spec``): what
-        new machines bootstrap with."""
-        import yaml
+    def applied_kubernetes_versions(self) -> dict[str, str]:
+        """Per instance group, the Kubernetes version its new machines bootstrap with: the one in the
+        NodeupConfig the last ``update cluster --yes`` wrote for it (``update --instance-group`` writes only
+        the chosen groups')."""
+        from pykops.model.bootstrap import igconfig_key
+        from pykops.nodeup.config import NodeupConfig
 
-        from pykops.state.registry import COMPLETED_SPEC
-
-        found = self.registry.store.read(f"{self.name}/{COMPLETED_SPEC}")
-        if found is None:
-            return None
-        try:
-            doc = yaml.safe_load(found.data)
-            return str(doc["spec"]["kubernetesVersion"])
-        except (yaml.YAMLError, KeyError, TypeError):
-            return None
+        versions: dict[str, str] = {}
+        for group in self.groups:
+            key = igconfig_key(self.name, group)
+            found = self.registry.store.read(key)
+            if found is None:
+                continue
+            try:
+                versions[group.name] = NodeupConfig.from_yaml(found.data.decode(), key).kubernetes_version
+            except PykopsError:
+                continue  # unreadable: the launch template version alone decides for this group
+        return versions
 
     def nodes_or_none(self) -> list[NodeInfo] | None:
         from pykops.ops.validate import ApiUnreachable

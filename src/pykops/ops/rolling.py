@@ -29,12 +29,13 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pykops.errors import PykopsError
+from pykops.ops.selection import canonical_role
 from pykops.ops.validate import (
     CONTROL_PLANE_ROLES,
     ApiUnreachable,
@@ -145,12 +146,12 @@ def plan_groups(
     a resumed run finishes what it started)."""
     by_cloud = {c.name: c for c in cloud}
     by_instance = {n.instance_id: n for n in nodes if n.instance_id}
-    wanted_roles = {_canonical_role(r) for r in roles or []}
+    wanted_roles = {canonical_role(r) for r in roles or []}
     plans: list[GroupPlan] = []
     for g in sorted(groups, key=lambda g: (ROLE_ORDER.get(g.role, 9), g.name)):
         if only and g.name not in only:
             continue
-        if wanted_roles and _canonical_role(g.role) not in wanted_roles:
+        if wanted_roles and canonical_role(g.role) not in wanted_roles:
             continue
         cg = by_cloud.get(g.name)
         if cg is None:
@@ -176,11 +177,6 @@ def plan_groups(
         ready = sum(1 for i in alive if (n := by_instance.get(i.id)) is not None and n.ready)
         plans.append(GroupPlan(g, cg, todo, surge, ready))
     return plans
-
-
-def _canonical_role(role: str) -> str:
-    r = role.strip().lower()
-    return {"master": "controlplane", "control-plane": "controlplane"}.get(r, r)
 
 
 @dataclass(frozen=True)
@@ -323,8 +319,9 @@ class Settings:
     max_surge: int | None = None
     max_unavailable: int | None = None
     poll: float = 5.0  # how often to look at the cloud and the nodes while waiting
-    #: the Kubernetes version new machines bootstrap with: nodes running another kubelet need replacing
-    kubernetes_version: str | None = None
+    #: the Kubernetes version new machines bootstrap with (one, or per instance group): nodes running
+    #: another kubelet need replacing
+    kubernetes_version: str | Mapping[str, str] | None = None
 
 
 @dataclass

@@ -7,7 +7,7 @@ builders decide the desired resources, lets the kinds find what exists, lets the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,8 @@ class ClusterPlan:
     cloud: AwsCloud
     warnings: list[str] = field(default_factory=list)
     release: ReleaseUpload | None = None  # set by apply_plan: the pykops release uploaded for the machines
+    #: ``update cluster --instance-group(-roles)``: the only groups whose machines change (None: all)
+    only_groups: frozenset[str] | None = None
 
     @property
     def needs_rolling_update(self) -> list[str]:
@@ -131,7 +133,30 @@ def managed_only(desired: list[Resource], actual: list[Actual]) -> list[Actual]:
     return kept
 
 
-def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None = None) -> ClusterPlan:
+#: The kinds built once per instance group, named ``<group>.<cluster>``: what changes a group's machines.
+GROUP_KINDS = frozenset({"LaunchTemplate", "AutoScalingGroup"})
+
+
+def restrict_to_groups(changes: list[Change], cluster_name: str, selected: Collection[str]) -> list[Change]:
+    """The changes left when only the ``selected`` instance groups may change (kops' ``update cluster
+    --instance-group``): the other groups' launch templates and Auto Scaling groups, including those of
+    groups being added or removed, wait for a full update; everything shared by all groups goes ahead."""
+    suffix = f".{cluster_name}"
+
+    def others(change: Change) -> bool:
+        group = change.name.removesuffix(suffix)
+        return change.kind in GROUP_KINDS and group != change.name and group not in selected
+
+    return [c for c in changes if not others(c)]
+
+
+def plan_cluster(
+    registry: ClusterRegistry,
+    name: str,
+    *,
+    cloud: AwsCloud | None = None,
+    only_groups: Collection[str] | None = None,
+) -> ClusterPlan:
     cluster, groups, warnings = load_completed(registry, name)
     cloud = cloud or AwsCloud(name, region_of(cluster))
     images = resolve_images(cloud, sorted({g.spec.image for g in groups if g.spec.image}))
@@ -152,7 +177,11 @@ def plan_cluster(registry: ClusterRegistry, name: str, *, cloud: AwsCloud | None
     kinds = all_kinds()
     actual = managed_only(desired, find_actual(cloud, kinds, desired))
     changes = plan_changes(desired, actual, kinds)
-    return ClusterPlan(cluster, groups, desired, actual, changes, kinds, cloud, warnings)
+    plan = ClusterPlan(cluster, groups, desired, actual, changes, kinds, cloud, warnings)
+    if only_groups is not None:
+        plan.only_groups = frozenset(only_groups)
+        plan.changes = restrict_to_groups(changes, name, plan.only_groups)
+    return plan
 
 
 def api_endpoint(plan: ClusterPlan, attrs: dict[tuple[str, str], dict[str, Any]]) -> str:
@@ -174,6 +203,8 @@ def write_derived_state(
     endpoint = api_endpoint(plan, attrs or {})
     keystore = Keystore(registry.store, name)
     for group in plan.groups:
+        if plan.only_groups is not None and group.name not in plan.only_groups:
+            continue  # its machines keep bootstrapping as before until a full update
         # The CA certificates (public) travel in the config: worker nodes never read a CA keyset.
         cas = ca_certificates_for(keystore, plan.cluster, group)
         config = build_nodeup_config(plan.cluster, group, api_endpoint=endpoint, ca_certificates=cas)

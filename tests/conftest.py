@@ -69,3 +69,70 @@ def pytest_configure(config: pytest.Config) -> None:
     import os
 
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+# --- loopback only ------------------------------------------------------------------------------------------
+# Every test's traffic stays on this machine: a name lookup of anything but localhost, or a connection to a
+# non-loopback address, from this process fails at once and fails the test that made it (the brief's rule,
+# enforced rather than hoped for; a lookup would otherwise reach the resolver, and a connection the network).
+
+_OUTSIDE: list[str] = []
+
+
+def _loopback(host: object) -> bool:
+    import ipaddress
+
+    if host is None:
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    if text in ("localhost", "") or text.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _guard_sockets() -> None:
+    import socket
+
+    lookup = socket.getaddrinfo
+    connect = socket.socket.connect
+    connect_ex = socket.socket.connect_ex
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if not _loopback(host):
+            _OUTSIDE.append(f"name lookup of {host}")
+            raise socket.gaierror(socket.EAI_NONAME, f"tests stay on loopback: no lookup of {host}")
+        return lookup(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _check(sock: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(host):
+            _OUTSIDE.append(f"connection to {host}")
+            raise ConnectionRefusedError(f"tests stay on loopback: no connection to {host}")
+
+    def guarded_connect(self: socket.socket, address: object) -> None:
+        _check(self, address)
+        connect(self, address)  # type: ignore[arg-type]
+
+    def guarded_connect_ex(self: socket.socket, address: object) -> int:
+        _check(self, address)
+        return connect_ex(self, address)  # type: ignore[arg-type]
+
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+
+
+_guard_sockets()
+
+
+@pytest.fixture(autouse=True)
+def _stays_on_loopback() -> Iterator[None]:
+    """Fails the test that tried to reach beyond loopback (even when the code under test swallowed it)."""
+    del _OUTSIDE[:]
+    yield
+    tried = sorted(set(_OUTSIDE))
+    del _OUTSIDE[:]
+    assert not tried, f"this test tried to leave loopback: {', '.join(tried)}"

@@ -291,25 +291,42 @@ def test_pods_follow_their_volumes_zone() -> None:
             ]
         }
     ]
+    zone_c = [{"matchExpressions": [{**zone_b[0]["matchExpressions"][0], "values": ["eu-west-1c"]}]}]
+    static_c = {  # an Available pre-provisioned volume in eu-west-1c that the binder will give to "static"
+        "metadata": {"name": "pv-c"},
+        "spec": {
+            "storageClassName": "gp3",
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "2Gi"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": zone_c}},
+        },
+        "status": {"phase": "Available"},
+    }
+    request = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
     claims = claim_terms(
         [
             {"metadata": {"name": "bound", "namespace": "demo"}, "spec": {"volumeName": "pv-b"}},
-            {"metadata": {"name": "waiting", "namespace": "demo"}, "spec": {}},
+            {"metadata": {"name": "waiting", "namespace": "demo"}, "spec": {"storageClassName": "gp3"}},
+            {
+                "metadata": {"name": "static", "namespace": "demo"},
+                "spec": {"storageClassName": "gp3", **request},
+            },
         ],
         [
             {
                 "metadata": {"name": "pv-b"},
                 "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": zone_b}}},
-            }
+            },
+            static_c,
         ],
     )
     nodes = [node("a", "eu-west-1a"), node("b", "eu-west-1b"), node("c", "eu-west-1c")]
-    decisions = {
-        d.pod: d
-        for d in schedule([pod("p1", "bound"), pod("p2", "waiting"), pod("p3", "nope")], nodes, claims)
-    }
+    (alone,) = schedule([pod("p4", "static")], nodes, claims)  # three empty nodes: only the volume decides
+    assert alone.node == "c"  # its claim is not bound yet, but the volume it will get is in eu-west-1c
+    pods = [pod("p1", "bound"), pod("p2", "waiting"), pod("p3", "nope")]
+    decisions = {d.pod: d for d in schedule(pods, nodes, claims)}
     assert decisions["p1"].node == "b"
-    assert decisions["p2"].node is not None  # waits for its first consumer: any node
+    assert decisions["p2"].node is not None  # dynamic, waits for its first consumer: any node
     assert (
         decisions["p3"].node is None and 'persistentvolumeclaim "nope" not found' in decisions["p3"].message
     )

@@ -374,20 +374,31 @@ def build_node_states(nodes: Iterable[Obj], pods: Iterable[Obj]) -> dict[str, No
 ClaimTerms = Mapping[tuple[str, str], list[Obj] | None]
 
 
-def claim_terms(claims: Iterable[Obj], volumes: Iterable[Obj]) -> dict[tuple[str, str], list[Obj] | None]:
-    """What the VolumeBinding plugin needs: each claim's bound volume's required node affinity (pure)."""
+def claim_terms(
+    claims: Iterable[Obj], volumes: Iterable[Obj], default_class: str | None = None
+) -> dict[tuple[str, str], list[Obj] | None]:
+    """What the VolumeBinding plugin needs: each claim's volume's required node affinity (pure). A claim not
+    bound yet counts with the volume the binder will give it (an Available one that fits, as
+    :func:`pykops.sandbox.cloudsim.pick_static_pv` chooses), so a pod created together with its claim is not
+    placed in a zone its volume cannot reach; a claim that no volume fits is left to dynamic provisioning,
+    which follows the pod."""
+    from pykops.sandbox.cloudsim import pick_static_pv  # here: cloudsim imports the controllers
+
+    volumes = list(volumes)
     terms_of_pv = {
         meta(pv).get("name"): (
             ((spec(pv).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms")
         )
         for pv in volumes
     }
-    return {
-        (meta(c).get("namespace", "default"), meta(c).get("name", "")): terms_of_pv.get(
-            spec(c).get("volumeName")
-        )
-        for c in claims
-    }
+    claims = list(claims)
+    taken = {spec(c).get("volumeName") for c in claims}
+    free = [pv for pv in volumes if meta(pv).get("name") not in taken]
+    terms: dict[tuple[str, str], list[Obj] | None] = {}
+    for c in claims:
+        volume = spec(c).get("volumeName") or pick_static_pv(c, free, default_class)
+        terms[(meta(c).get("namespace", "default"), meta(c).get("name", ""))] = terms_of_pv.get(volume)
+    return terms
 
 
 def volume_reason(
@@ -529,7 +540,7 @@ def schedule(pods: Sequence[Obj], nodes: Sequence[Obj], claims: ClaimTerms | Non
 
 def schedule_pending(kube: Kube) -> int:
     """One scheduling pass against the API; returns how many pods were bound."""
-    from pykops.sandbox.controllers.kube import NODE, POD, PV, PVC, is_conflict, is_not_found
+    from pykops.sandbox.controllers.kube import NODE, POD, PV, PVC, STORAGE_CLASS, is_conflict, is_not_found
 
     pods = kube.list(POD)
     nodes = kube.list(NODE)
@@ -538,7 +549,19 @@ def schedule_pending(kube: Kube) -> int:
         for p in pending_unbound(pods)
         for v in spec(p).get("volumes") or []
     )
-    claims = claim_terms(kube.list(PVC), kube.list(PV)) if uses_claims else None
+    claims = None
+    if uses_claims:
+        from pykops.sandbox.cloudsim import DEFAULT_CLASS
+
+        default_class = next(
+            (
+                meta(c).get("name")
+                for c in kube.list(STORAGE_CLASS)
+                if (meta(c).get("annotations") or {}).get(DEFAULT_CLASS) == "true"
+            ),
+            None,
+        )
+        claims = claim_terms(kube.list(PVC), kube.list(PV), default_class)
     by_key = {(meta(p).get("namespace", "default"), meta(p).get("name")): p for p in pods}
     bound = 0
     now = format_time(now_utc())

@@ -6,7 +6,6 @@ the nodes and control-plane pods through the Kubernetes API, kubectl (when insta
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import boto3
 import pytest
 
 from pykops.cli.main import main
-from waiting import wait_for
+from waiting import pids_mentioning, wait_for
 
 NAME = "e2e.k8s.local"
 ZONES = "eu-west-1a,eu-west-1b,eu-west-1c"
@@ -40,22 +39,6 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str, expect: int = 0) -> str
     out, err = capsys.readouterr()
     assert code == expect, f"pykops {shlex.join(args)}: exit {code}\nstdout:\n{out}\nstderr:\n{err}"
     return out
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line mentions ``text`` (the sandbox directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(") ", 1)[1][:1]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture
@@ -271,6 +254,6 @@ def test_tutorial_in_the_sandbox(sandbox: Path, tmp_path: Path, capsys: pytest.C
 
     _run(capsys, "sandbox", "down", "--dir", str(sandbox))
     deadline = time.monotonic() + 10
-    while _pids_mentioning(str(sandbox)) and time.monotonic() < deadline:
+    while pids_mentioning(str(sandbox)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _pids_mentioning(str(sandbox)) == []
+    assert pids_mentioning(str(sandbox)) == []

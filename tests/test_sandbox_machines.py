@@ -33,7 +33,7 @@ from pykops.sandbox.etcd import EtcdError, member_address, parse_manifest
 from pykops.sandbox.kubelet import ApiError, api_client_from_kubeconfig, pod_cidr_for, request
 from pykops.sandbox.machines import MachineSimulator, nodeup_config_url, running_in_thread
 from pykops.sandbox.seed import seed
-from waiting import wait_for
+from waiting import pids_mentioning, wait_for
 
 REGION = "eu-west-1"
 NAME = "sim.k8s.local"
@@ -42,21 +42,8 @@ STATE = f"s3://{BUCKET}"
 
 
 def etcd_pids(sandbox: Path) -> set[int]:
-    """The running /usr/bin/etcd processes whose data is under ``sandbox`` (from /proc; other tests may run
-    their own etcd at the same time)."""
-    out: set[int] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        mine = any(str(sandbox).encode() in arg for arg in cmdline)
-        if cmdline and cmdline[0] == b"/usr/bin/etcd" and mine and state != "Z":
-            out.add(int(proc.name))
-    return out
+    """The running etcd processes whose data is under ``sandbox`` (other tests may run their own etcd)."""
+    return set(pids_mentioning(str(sandbox), program="/usr/bin/etcd"))
 
 
 def machines(sandbox: Path) -> list[dict[str, Any]]:

@@ -88,6 +88,9 @@ def kubectl(title: str | None, args: list[str], env: dict[str, str] | None = Non
     print(_bold(f"$ {prefix + ' ' if prefix else ''}kubectl {shlex.join(args)}"))
     sys.stdout.flush()
     exe = shutil.which("kubectl")
+    if exe is None and args[:1] == ["apply"] and not env:
+        _apply_with_client([a for i, a in enumerate(args) if i and args[i - 1] == "-f"])
+        return ""
     if exe is None:
         print(
             "(kubectl is not installed on this machine: step skipped; the checks below use the Python client)"
@@ -179,6 +182,21 @@ def _claim_volume(namespace: str, name: str) -> str | None:
         return None
     pv: Any = core.read_persistent_volume(claim.spec.volume_name)
     return str(pv.spec.csi.volume_handle) if pv.spec and pv.spec.csi else None
+
+
+def _apply_with_client(files: list[str]) -> None:
+    """Without kubectl: create the files' objects with the Python client instead (later steps need them)."""
+    from kubernetes import utils
+
+    from pykops.ops.kubeclient import load_api_client
+
+    api = load_api_client(NAME)
+    for path in files:
+        created = utils.create_from_yaml(api, path)  # type: ignore[no-untyped-call]
+        print(
+            f"(kubectl is not installed on this machine: {len(created)} object(s) of {path} created with the "
+            "Python client instead)"
+        )
 
 
 def _attached(volume_id: str) -> bool:

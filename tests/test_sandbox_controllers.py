@@ -460,6 +460,49 @@ def test_kubelet_starts_pending_pods_with_stable_distinct_ips() -> None:
     assert [p["metadata"]["name"] for p, _ in updates] == ["notready"]
 
 
+def test_kubelet_starts_a_pod_only_once_its_claims_volumes_are_attached_here() -> None:
+    claim_volume = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
+    waiting = pod("writer", node="n", phase="Pending", ready=False, volumes=claim_volume)
+    claim = {"metadata": {"name": "data", "namespace": "default"}, "spec": {"volumeName": "pv-1"}}
+    unbound = {"metadata": {"name": "data", "namespace": "default"}, "spec": {}}
+    ebs = {
+        "metadata": {"name": "pv-1"},
+        "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}},
+    }
+    local = {"metadata": {"name": "pv-1"}, "spec": {"hostPath": {"path": "/data"}}}
+
+    def attachment(node_name: str, attached: bool) -> dict[str, Any]:
+        return {
+            "spec": {"nodeName": node_name, "source": {"persistentVolumeName": "pv-1"}},
+            "status": {"attached": attached},
+        }
+
+    def phase(claims: list[Any], volumes: list[Any], attachments: list[Any]) -> str:
+        mountable = kubelet.volumes_ready(claims, volumes, attachments, "n")
+        _, updates = kubelet.plan_kubelet(
+            [waiting], "n", pod_cidr=None, host_ip="h", now_str="T", mountable=mountable
+        )
+        (new,) = [st for _, st in updates]
+        return str(new["phase"])
+
+    assert phase([unbound], [ebs], []) == "Pending"  # the claim is not bound yet
+    assert phase([claim], [ebs], [attachment("m", True)]) == "Pending"  # attached to another node
+    assert phase([claim], [ebs], [attachment("n", False)]) == "Pending"  # attaching
+    assert phase([claim], [ebs], [attachment("n", True)]) == "Running"
+    assert phase([claim], [local], []) == "Running"  # nothing to attach
+    mountable = kubelet.volumes_ready([unbound], [ebs], [], "n")
+    _, updates = kubelet.plan_kubelet(
+        [waiting], "n", pod_cidr=None, host_ip="h", now_str="T", mountable=mountable
+    )
+    (creating,) = [st for _, st in updates]
+    assert creating["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    waiting["status"] = creating  # said once: the next pass writes nothing
+    assert (
+        kubelet.plan_kubelet([waiting], "n", pod_cidr=None, host_ip="h", now_str="T", mountable=mountable)[1]
+        == []
+    )
+
+
 def test_pick_pod_ip_is_deterministic_and_skips_used() -> None:
     ip = kubelet.pick_pod_ip("uid-1", "10.0.0.0/30", set())
     assert ip == "10.0.0.2" and kubelet.pick_pod_ip("uid-1", "10.0.0.0/30", {"10.0.0.2"}) is None

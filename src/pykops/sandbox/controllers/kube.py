@@ -50,6 +50,9 @@ PDB = Resource("PodDisruptionBudget", "PolicyV1Api", "pod_disruption_budget", ap
 LEASE = Resource("Lease", "CoordinationV1Api", "lease", api_version="coordination.k8s.io/v1")
 PVC = Resource("PersistentVolumeClaim", "CoreV1Api", "persistent_volume_claim")
 PV = Resource("PersistentVolume", "CoreV1Api", "persistent_volume", namespaced=False)
+VOLUME_ATTACHMENT = Resource(
+    "VolumeAttachment", "StorageV1Api", "volume_attachment", namespaced=False, api_version="storage.k8s.io/v1"
+)
 SERVICE = Resource("Service", "CoreV1Api", "service")
 INGRESS = Resource("Ingress", "NetworkingV1Api", "ingress", api_version="networking.k8s.io/v1")
 STORAGE_CLASS = Resource(

@@ -4,7 +4,10 @@
 since now, a pod IP from the node's pod CIDR that stays the pod's, the host IP for hostNetwork pods, the
 usual conditions), makes Running pods Ready again after the node lifecycle controller marked them not
 ready, and finishes the deletion of pods being deleted (the kubelet's final zero-grace delete). A Job's pods
-(restartPolicy Never/OnFailure) complete (Succeeded, exit code 0) on the pass after they started.
+(restartPolicy Never/OnFailure) complete (Succeeded, exit code 0) on the pass after they started. A pod
+whose claims are not bound yet, or whose CSI volumes are not attached to this node yet (no VolumeAttachment
+for the node with ``status.attached``), stays Pending in ``ContainerCreating``, as the kubelet's volume
+manager keeps it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import kubernetes.client as k8s
 
 from pykops.sandbox.controllers.common import Obj
-from pykops.sandbox.controllers.kube import POD, Kube, is_not_found
+from pykops.sandbox.controllers.kube import POD, PV, PVC, VOLUME_ATTACHMENT, Kube, is_not_found
 from pykops.sandbox.scheduler import (
     controller_ref,
     format_time,
@@ -117,6 +120,33 @@ def running_status(pod: Mapping[str, Any], *, now_str: str, pod_ip: str | None, 
     return {k: v for k, v in new.items() if v is not None}
 
 
+def container_creating_status(pod: Mapping[str, Any], *, now_str: str, host_ip: str | None) -> Obj:
+    """A Pending pod whose volumes are not ready: its containers wait in ``ContainerCreating``."""
+    old = status(pod)
+    conds = set_condition(
+        list(old.get("conditions") or []), {"type": "PodScheduled", "status": "True"}, now_str
+    )
+    new: Obj = {
+        "phase": "Pending",
+        "conditions": conds,
+        "hostIP": host_ip,
+        "containerStatuses": [
+            {
+                "name": c.get("name"),
+                "image": c.get("image"),
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+            for c in spec(pod).get("containers") or []
+        ],
+        "qosClass": qos_class(spec(pod)),
+    }
+    return {k: v for k, v in new.items() if v is not None}
+
+
 def qos_class(pod_spec: Mapping[str, Any]) -> str:
     """Upstream's QoS classes: nothing set → BestEffort; limits == requests everywhere → Guaranteed."""
     containers = [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]
@@ -174,10 +204,44 @@ def needs_start(pod: Mapping[str, Any]) -> bool:
     return phase == "Pending" or (phase == "Running" and not pod_is_ready(pod))
 
 
+def claims_of(pod: Mapping[str, Any]) -> list[str]:
+    return [
+        str(v["persistentVolumeClaim"]["claimName"])
+        for v in spec(pod).get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName")
+    ]
+
+
+def volumes_ready(
+    claims: Sequence[Obj], volumes: Sequence[Obj], attachments: Sequence[Obj], node_name: str
+) -> set[tuple[str, str]]:
+    """Pure: the (namespace, claim) pairs a pod on ``node_name`` can mount now: bound, and its volume either
+    needs no attaching (not CSI) or is attached to this node."""
+    attached = {
+        (spec(a).get("source") or {}).get("persistentVolumeName")
+        for a in attachments
+        if spec(a).get("nodeName") == node_name and status(a).get("attached")
+    }
+    csi = {meta(pv).get("name") for pv in volumes if spec(pv).get("csi")}
+    ready = set()
+    for claim in claims:
+        volume = spec(claim).get("volumeName")
+        if volume and (volume not in csi or volume in attached):
+            ready.add((meta(claim).get("namespace", "default"), meta(claim).get("name", "")))
+    return ready
+
+
 def plan_kubelet(
-    pods: Sequence[Obj], node_name: str, *, pod_cidr: str | None, host_ip: str | None, now_str: str
+    pods: Sequence[Obj],
+    node_name: str,
+    *,
+    pod_cidr: str | None,
+    host_ip: str | None,
+    now_str: str,
+    mountable: set[tuple[str, str]] | None = None,
 ) -> tuple[list[Obj], list[tuple[Obj, Obj]]]:
-    """Pure: (pods to finish deleting, [(pod, its new status)]) for the pods bound to ``node_name``."""
+    """Pure: (pods to finish deleting, [(pod, its new status)]) for the pods bound to ``node_name``.
+    ``mountable`` (see :func:`volumes_ready`): a pod with a claim not in it waits; None: no pod has claims."""
     mine = [p for p in pods if spec(p).get("nodeName") == node_name]
     finish = [p for p in mine if is_terminating(p)]
     used = {status(p).get("podIP") for p in mine if status(p).get("podIP") and not spec(p).get("hostNetwork")}
@@ -190,6 +254,13 @@ def plan_kubelet(
             updates.append((pod, completed_status(pod, now_str=now_str)))
             continue
         if not needs_start(pod):
+            continue
+        ns = meta(pod).get("namespace", "default")
+        waiting = [c for c in claims_of(pod) if mountable is None or (ns, c) not in mountable]
+        if waiting and status(pod).get("phase", "Pending") == "Pending":
+            creating = container_creating_status(pod, now_str=now_str, host_ip=host_ip)
+            if status(pod).get("containerStatuses") != creating["containerStatuses"]:
+                updates.append((pod, creating))
             continue
         if spec(pod).get("hostNetwork"):
             ip = host_ip
@@ -206,11 +277,20 @@ def plan_kubelet(
 def sync_kubelet_pods(
     api: k8s.ApiClient, node_name: str, *, pod_cidr: str | None = None, host_ip: str | None = None
 ) -> None:
-    """One kubelet pass for ``node_name``: start the pods bound here, finish deleting terminating ones."""
+    """One kubelet pass for ``node_name``: start the pods bound here (once their volumes can be mounted),
+    finish deleting terminating ones."""
     kube = Kube(api)
     pods = kube.list(POD, field_selector=f"spec.nodeName={node_name}")
+    mountable = None
+    if any(claims_of(p) for p in pods):
+        mountable = volumes_ready(kube.list(PVC), kube.list(PV), kube.list(VOLUME_ATTACHMENT), node_name)
     finish, updates = plan_kubelet(
-        pods, node_name, pod_cidr=pod_cidr, host_ip=host_ip, now_str=format_time(now_utc())
+        pods,
+        node_name,
+        pod_cidr=pod_cidr,
+        host_ip=host_ip,
+        now_str=format_time(now_utc()),
+        mountable=mountable,
     )
     for pod in finish:
         m = meta(pod)

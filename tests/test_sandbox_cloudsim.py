@@ -250,3 +250,36 @@ def test_pre_provisioned_volume_is_bound_to_a_fitting_claim(aws_env: Any, kube_a
     assert core.read_namespaced_persistent_volume_claim("small", "demo").spec.volume_name == "manual"
     assert core.read_namespaced_persistent_volume_claim("big", "demo").spec.volume_name is None
     assert core.read_persistent_volume("manual").spec.claim_ref.name == "small"
+
+
+def test_a_refused_attach_is_a_warning_event_on_the_pod(aws_env: Any, kube_api: Any) -> None:
+    """A volume in eu-west-1b for a pod on an eu-west-1a node: AWS refuses the attach (zone mismatch); the
+    simulated attach/detach controller says so once, in a FailedAttachVolume Event that describe shows."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    name, instances = _cluster(ec2)
+    volume_id = ec2.create_volume(AvailabilityZone="eu-west-1b", Size=5, Encrypted=True)["VolumeId"]
+    api = kube_api.admin_client()
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "demo"}})
+    _node(core, "node-a", "eu-west-1a", instances["eu-west-1a"])
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": "elsewhere"},
+            "spec": {
+                "capacity": {"storage": "5Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "gp3",
+                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume_id},
+            },
+        }
+    )
+    _claim(core, "data", cls="gp3", size="5Gi")
+    _pod(core, "writer", "data", "node-a")
+    csi = EbsCsi(api, cluster_name=name, region=REGION)
+    for _ in range(3):
+        csi.sync_once()
+    events = core.list_namespaced_event("demo").items
+    failed = [e for e in events if e.reason == "FailedAttachVolume"]
+    assert len(failed) == 1 and failed[0].type == "Warning" and failed[0].involved_object.name == "writer"
+    assert 'volume "elsewhere"' in failed[0].message and "InvalidVolume.ZoneMismatch" in failed[0].message
+    assert ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"] == []

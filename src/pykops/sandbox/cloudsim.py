@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from pykops.sandbox.controllers import kube
 
 log = logging.getLogger(__name__)
@@ -309,6 +311,7 @@ class EbsCsi(_Base):
         from kubernetes import client
 
         self.storage: Any = client.StorageV1Api(api)
+        self._reported: set[tuple[str, str, str]] = set()  # (pod uid, pv, error code) said in an Event
 
     def sync_once(self) -> None:
         classes = {c["metadata"]["name"]: c for c in self.kube.list(kube.STORAGE_CLASS)}
@@ -538,7 +541,7 @@ class EbsCsi(_Base):
             for pv in pvs
             if (pv["spec"].get("csi") or {}).get("driver") == EBS_DRIVER
         }
-        wanted: dict[str, tuple[str, str]] = {}  # volume id → (node name, pv name)
+        wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}  # volume id → (node name, pv name, pod)
         for pod in pods:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if not node_name or pod["metadata"].get("deletionTimestamp"):
@@ -548,7 +551,7 @@ class EbsCsi(_Base):
                 pv_name = pv_of_claim.get((pod["metadata"]["namespace"], ref.get("claimName")))
                 volume_id = volume_of_pv.get(pv_name or "")
                 if volume_id and pv_name:
-                    wanted[volume_id] = (node_name, pv_name)
+                    wanted[volume_id] = (node_name, pv_name, pod)
         ids = sorted(str(v) for v in set(volume_of_pv.values()) if v)
         if not ids:
             return
@@ -570,11 +573,48 @@ class EbsCsi(_Base):
             if target and instance and not any(a["InstanceId"] == instance for a in attached):
                 if attached:
                     continue  # wait for the detach to finish first
-                self.ec2.attach_volume(
-                    VolumeId=volume_id, InstanceId=instance, Device=self._free_device(instance)
-                )
+                try:
+                    self.ec2.attach_volume(
+                        VolumeId=volume_id, InstanceId=instance, Device=self._free_device(instance)
+                    )
+                except ClientError as err:  # said where kubectl describe pod shows it, as the real one does
+                    self._attach_failed(target[2], target[1], err)
+                    continue
                 self._record_attachment(volume_id, target[1], target[0])
                 log.info("volume %s attached to %s (node %s)", volume_id, instance, target[0])
+
+    def _attach_failed(self, pod: Mapping[str, Any], pv_name: str, err: ClientError) -> None:
+        """A Warning Event ``FailedAttachVolume`` on the pod, once per pod, volume and error code."""
+        error = err.response.get("Error", {})
+        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+        meta = pod["metadata"]
+        key = (str(meta.get("uid")), pv_name, code)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        log.warning("attaching the volume of PV %s for pod %s failed: %s", pv_name, meta.get("name"), code)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with contextlib.suppress(Exception):
+            self.core.create_namespaced_event(
+                meta["namespace"],
+                {
+                    "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                    "involvedObject": {
+                        "kind": "Pod",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta.get("uid"),
+                        "apiVersion": "v1",
+                    },
+                    "reason": "FailedAttachVolume",
+                    "message": f'AttachVolume.Attach failed for volume "{pv_name}" : {code}: {message}',
+                    "type": "Warning",
+                    "source": {"component": "attachdetach-controller"},
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "count": 1,
+                },
+            )
 
     def _free_device(self, instance_id: str) -> str:
         reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]

@@ -411,3 +411,39 @@ def test_a_control_plane_node_lost_during_a_drain_stops_the_next_termination() -
     assert len(sim.terminations) == 1 and any(
         "went on anyway" in w for g in summary.groups for w in g.warnings
     )
+
+
+def test_ctrl_c_during_parallel_drains_stops_them_at_their_next_retry() -> None:
+    """Two nodes drain at once and a PodDisruptionBudget blocks both; Ctrl-C must not wait out the drain
+    timeout (here 300 s): the drains stop at their next retry and the nodes stay marked for the next run."""
+    import signal
+    import threading
+    import time
+
+    sim = SimulatedCluster(time.monotonic, boot=0.01, pod_start=0.01)
+    specs = [sim.add_group("control-plane-a", "ControlPlane", 1), sim.add_group("nodes", "Node", 2)]
+    sim.add_workload("web", replicas=2, min_available=2)  # no eviction is ever allowed
+    sim.new_version("nodes")
+    settings = _fast(
+        max_surge=2, instance_groups=["nodes"], drain_timeout=300, drain_retry=0.05, poll=0.01,
+        validation_interval=0.01, post_drain_delay=0, validate_count=1,
+    )  # fmt: skip
+    run = RollingUpdate(sim, sim, specs, settings, check=lambda: _check(sim, specs), parallel=True)
+    draining = threading.Event()
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+
+    def press_ctrl_c() -> None:
+        draining.wait(30)
+        time.sleep(0.3)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    run.on_progress = lambda p: draining.set() if p.step == "cordoning and draining" else None
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert time.monotonic() - started < 30  # not the 300 s drain timeout
+    assert not [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+    marked = [n for n in sim.nodes() if n.annotations.get(MARK) == "draining"]
+    assert len(marked) == 2 and all(n.unschedulable for n in marked) and sim.terminations == []

@@ -58,6 +58,10 @@ class RollingUpdateError(PykopsError):
     """The rolling update stopped (drain or validation failed, or a timeout)."""
 
 
+class DrainCancelled(Exception):
+    """A drain stopped because the run is stopping (not a drain failure: the node is left as it is)."""
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The pure planner
 
@@ -406,6 +410,7 @@ class RollingUpdate:
         self.parallel = parallel
         self._start = 0.0
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()  # set when the run stops while drains run in parallel
         #: every node this run drained (tests check none is drained twice across runs)
         self.drained: list[str] = []
 
@@ -560,12 +565,20 @@ class RollingUpdate:
             if not self.s.cloud_only and self.kube is not None:
                 work = [(inst, node) for inst, node in infos if node is not None]
                 if self.parallel and len(work) > 1:
-                    with ThreadPoolExecutor(max_workers=len(work)) as pool:
+                    pool = ThreadPoolExecutor(max_workers=len(work))
+                    try:
                         futures = [
                             pool.submit(self._drain_node, plan, i, n, index, count, done, started)
                             for i, n in work
                         ]
                         results = [f.result() for f in futures]
+                    except (
+                        BaseException
+                    ):  # Ctrl-C, or another drain failed: the others stop at their next retry
+                        self._cancelled.set()
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+                    pool.shutdown()
                 else:
                     results = [self._drain_node(plan, i, n, index, count, done, started) for i, n in work]
                 report.resumed += sum(1 for r in results if r == "resumed")
@@ -667,6 +680,7 @@ class RollingUpdate:
             retry=self.s.drain_retry,
             clock=self.clock,
             sleep=self.sleep,
+            cancelled=self._cancelled.is_set,
         )
 
     def _guard_control_plane(
@@ -798,10 +812,12 @@ def drain_node(
     retry: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> None:
     """Evict every pod of ``node`` but DaemonSet, mirror and finished pods (as ``kubectl drain
     --ignore-daemonsets``); 429s (a PodDisruptionBudget) are retried until ``timeout``, when
-    :class:`RollingUpdateError` says which pods are left and why."""
+    :class:`RollingUpdateError` says which pods are left and why. ``cancelled()`` true stops it at the
+    next retry (the node stays cordoned and marked: a later run resumes it)."""
     deadline = clock() + timeout
     pending = {
         (p.namespace, p.name)
@@ -827,6 +843,8 @@ def drain_node(
                 f"{ns}/{n} {blocked.get((ns, n), 'still terminating')}" for ns, n in sorted(pending)
             )
             raise RollingUpdateError(f"draining {node} did not finish within {timeout:.0f}s: {why}")
+        if cancelled():
+            raise DrainCancelled(f"draining {node} stopped: the rolling update is stopping")
         sleep(retry)
 
 

@@ -433,16 +433,21 @@ def test_ctrl_c_during_parallel_drains_stops_them_at_their_next_retry() -> None:
     main_thread = threading.main_thread().ident
     assert main_thread is not None
 
+    finished = threading.Event()
+
     def press_ctrl_c() -> None:
-        draining.wait(30)
-        time.sleep(0.3)
-        signal.pthread_kill(main_thread, signal.SIGINT)
+        # only while the run is still draining: a stray SIGINT later would stop the whole test session
+        if draining.wait(30) and not finished.wait(0.3):
+            signal.pthread_kill(main_thread, signal.SIGINT)
 
     run.on_progress = lambda p: draining.set() if p.step == "cordoning and draining" else None
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run.run()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.run()
+    finally:
+        finished.set()
     assert time.monotonic() - started < 30  # not the 300 s drain timeout
     assert not [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
     marked = [n for n in sim.nodes() if n.annotations.get(MARK) == "draining"]

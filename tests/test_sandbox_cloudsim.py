@@ -147,6 +147,18 @@ def _claim(core: Any, name: str, cls: str | None = None, size: str = "1Gi") -> N
     core.create_namespaced_persistent_volume_claim("demo", {"metadata": {"name": name}, "spec": spec})
 
 
+def _static_pv(core: Any, name: str, volume_id: str, **extra: str) -> None:
+    """A pre-provisioned 5 GiB gp3 PersistentVolume of the EBS CSI driver for ``volume_id``."""
+    spec = {
+        "capacity": {"storage": "5Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "gp3",
+        "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume_id},
+        **extra,
+    }
+    core.create_persistent_volume({"metadata": {"name": name}, "spec": spec})
+
+
 def _pod(core: Any, name: str, claim: str, node: str) -> None:
     core.create_namespaced_pod(
         "demo",
@@ -232,18 +244,7 @@ def test_pre_provisioned_volume_is_bound_to_a_fitting_claim(aws_env: Any, kube_a
     api = kube_api.admin_client()
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "demo"}})
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": "manual"},
-            "spec": {
-                "capacity": {"storage": "5Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "gp3",
-                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume_id},
-            },
-        }
-    )
+    _static_pv(core, "manual", volume_id, persistentVolumeReclaimPolicy="Retain")
     _claim(core, "big", cls="gp3", size="10Gi")  # does not fit
     _claim(core, "small", cls="gp3", size="2Gi")
     EbsCsi(api, cluster_name=name, region=REGION).sync_once()
@@ -262,17 +263,7 @@ def test_a_refused_attach_is_a_warning_event_on_the_pod(aws_env: Any, kube_api: 
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "demo"}})
     _node(core, "node-a", "eu-west-1a", instances["eu-west-1a"])
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": "elsewhere"},
-            "spec": {
-                "capacity": {"storage": "5Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "gp3",
-                "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": volume_id},
-            },
-        }
-    )
+    _static_pv(core, "elsewhere", volume_id)
     _claim(core, "data", cls="gp3", size="5Gi")
     _pod(core, "writer", "data", "node-a")
     csi = EbsCsi(api, cluster_name=name, region=REGION)

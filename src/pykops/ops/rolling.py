@@ -572,9 +572,8 @@ class RollingUpdate:
                             for i, n in work
                         ]
                         results = [f.result() for f in futures]
-                    except (
-                        BaseException
-                    ):  # Ctrl-C, or another drain failed: the others stop at their next retry
+                    except BaseException:
+                        # Ctrl-C, or another drain failed: the others stop at their next retry
                         self._cancelled.set()
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise

@@ -123,7 +123,12 @@ def sandbox_runs(sizes: list[int], surges: list[int]) -> list[tuple[int, int, fl
             assert pykops(["--state", state, "create", "cluster", *flags]) == 0
             directory = Path(tmp) / f"sandbox-{size}"
             with running_in_thread(
-                directory, boot_delay=0.2, poll_interval=0.2, heartbeat_interval=0.5, node_removal_delay=1.0
+                directory,
+                boot_delay=0.2,
+                poll_interval=0.2,
+                heartbeat_interval=0.5,
+                node_monitor_grace=6.0,  # as the day-2 test: 20 simulated kubelets in one process run late
+                node_removal_delay=1.0,
             ):
                 assert pykops(["--state", state, "export", "kubeconfig", name, "--admin"]) == 0
                 api_json = directory / "clusters" / name / "api.json"

@@ -186,6 +186,12 @@ ALL = ">=1.0.0"
 # ingress-nginx (kubernetes/ingress-nginx controller-v1.15.1): one range, its objects use only GA APIs.
 INGRESS_NGINX = "v1.15.1"
 CALICO = "v3.32.0"
+#: The images calico and canal share.
+CALICO_IMAGES = {
+    "nodeImage": f"quay.io/calico/node:{CALICO}",
+    "cniImage": f"quay.io/calico/cni:{CALICO}",
+    "kubeControllersImage": f"quay.io/calico/kube-controllers:{CALICO}",
+}
 FLANNEL = "v0.26.3"
 
 ADDONS: tuple[Addon, ...] = (
@@ -273,11 +279,7 @@ ADDONS: tuple[Addon, ...] = (
                 CALICO.removeprefix("v"),
                 ALL,
                 ("calico/crds.yaml", "calico/rbac.yaml", "calico/calico.yaml"),
-                {
-                    "nodeImage": f"quay.io/calico/node:{CALICO}",
-                    "cniImage": f"quay.io/calico/cni:{CALICO}",
-                    "kubeControllersImage": f"quay.io/calico/kube-controllers:{CALICO}",
-                },
+                CALICO_IMAGES,
             ),
         ),
         _calico_values,
@@ -291,9 +293,7 @@ ADDONS: tuple[Addon, ...] = (
                 ALL,
                 ("calico/crds.yaml", "calico/rbac.yaml", "canal/canal.yaml"),
                 {
-                    "nodeImage": f"quay.io/calico/node:{CALICO}",
-                    "cniImage": f"quay.io/calico/cni:{CALICO}",
-                    "kubeControllersImage": f"quay.io/calico/kube-controllers:{CALICO}",
+                    **CALICO_IMAGES,
                     "flannelImage": f"docker.io/flannel/flannel:{FLANNEL}",
                 },
             ),
